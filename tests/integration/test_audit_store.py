@@ -1,0 +1,89 @@
+"""The audit store on real Postgres: idempotent, serialized, append-only, tamper-evident, rebuildable."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+
+from tpt.audit.events import GENESIS_HASH, NewAuditEvent, event_id
+from tpt.audit.store import AuditConflict, AuditStore
+from tpt.stages import Stage
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def make_event(transfer_id: str, n: int, **changes: object) -> NewAuditEvent:
+    fields: dict[str, object] = {
+        "event_id": event_id(transfer_id, "SIGN_OFF", n), "transfer_id": transfer_id, "event_type": "SIGN_OFF",
+        "stage": Stage.ALLY_SIGNOFF, "actor": f"signer-{n}", "role": "MOD", "workflow_time": T0 + timedelta(minutes=n),
+        "policy_version": "aeca-2025.1", "request_digest": "ab" * 32, "payload": {"approve": True, "n": n},
+    }
+    return NewAuditEvent.model_validate(fields | changes)
+
+
+async def test_append_chains_events_and_updates_projection(audit_store: AuditStore) -> None:
+    first = await audit_store.append(make_event("TPT-CHAIN-1", 1, payload={"donor": "DE", "recipient": "UA"}))
+    second = await audit_store.append(make_event("TPT-CHAIN-1", 2))
+    assert (first.seq, first.prev_hash) == (1, GENESIS_HASH)
+    assert (second.seq, second.prev_hash) == (2, first.hash)
+    row = await audit_store.transfer("TPT-CHAIN-1")
+    assert row is not None
+    assert (row.last_seq, row.head_hash, row.donor, row.stage) == (2, second.hash, "DE", "ALLY_SIGNOFF")
+
+
+async def test_retried_append_writes_nothing_twice(audit_store: AuditStore) -> None:
+    event = make_event("TPT-RETRY-1", 1)
+    stored = await audit_store.append(event)
+    again = await audit_store.append(event)  # an activity retried after its commit
+    assert again == stored
+    assert [e.event_id for e in await audit_store.history("TPT-RETRY-1")] == [event.event_id]
+
+
+async def test_same_id_different_body_is_a_conflict_not_an_overwrite(audit_store: AuditStore) -> None:
+    original = await audit_store.append(make_event("TPT-CONFLICT-1", 1))
+    with pytest.raises(AuditConflict, match="actor"):
+        await audit_store.append(make_event("TPT-CONFLICT-1", 1, actor="someone-else"))
+    assert await audit_store.history("TPT-CONFLICT-1") == [original]
+
+
+async def test_fifty_concurrent_appends_form_one_unbroken_chain(audit_store: AuditStore) -> None:
+    await asyncio.gather(*(audit_store.append(make_event("TPT-RACE-1", n)) for n in range(1, 51)))
+    events = await audit_store.history("TPT-RACE-1")
+    assert [e.seq for e in events] == list(range(1, 51))
+    assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:]))
+    checked, breaks = await audit_store.verify("TPT-RACE-1")
+    assert (checked, breaks) == (50, [])
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_events SET actor = 'mallory' WHERE transfer_id = 'TPT-RO-1'",
+    "DELETE FROM audit_events WHERE transfer_id = 'TPT-RO-1'",
+    "TRUNCATE audit_events",
+])
+async def test_worker_role_cannot_rewrite_history(audit_store: AuditStore, statement: str) -> None:
+    await audit_store.append(make_event("TPT-RO-1", 1))
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await audit_store.pool.execute(statement)
+    assert len(await audit_store.history("TPT-RO-1")) == 1
+
+
+async def test_even_the_owner_is_refused_by_the_trigger(audit_store: AuditStore, admin_conn: asyncpg.Connection) -> None:
+    await audit_store.append(make_event("TPT-RO-2", 1))
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await admin_conn.execute("DELETE FROM audit_events WHERE transfer_id = 'TPT-RO-2'")
+
+
+async def test_verify_names_a_row_a_superuser_altered(audit_store: AuditStore, admin_conn: asyncpg.Connection) -> None:
+    for n in range(1, 4):
+        await audit_store.append(make_event("TPT-TAMPER-1", n))
+    # A superuser can switch triggers off; the chain still gives them away.
+    await admin_conn.execute("SET session_replication_role = replica")
+    await admin_conn.execute(
+        "UPDATE audit_events SET actor = 'mallory' WHERE transfer_id = 'TPT-TAMPER-1' AND seq = 2")
+    checked, breaks = await audit_store.verify("TPT-TAMPER-1")
+    assert checked == 3
+    assert [(b.seq, b.event_id) for b in breaks] == [(2, event_id("TPT-TAMPER-1", "SIGN_OFF", 2))]
+    assert "content does not match its hash" in breaks[0].reason

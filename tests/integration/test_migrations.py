@@ -1,0 +1,31 @@
+"""Migrations apply once, are recorded, and refuse an edited history."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from tpt import migrations
+from tpt.migrations import Migration, MigrationError, current_version, migrate
+
+from ..conftest import Database
+
+
+async def test_migrate_is_idempotent_and_recorded(database: Database, admin_conn: asyncpg.Connection) -> None:
+    assert await migrate(admin_conn) == []  # the fixture already applied everything
+    latest = migrations.available()[-1].version
+    assert await current_version(admin_conn) == latest
+    recorded = await admin_conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
+    assert [(r["version"], r["checksum"]) for r in recorded] == [
+        (m.version, m.checksum) for m in migrations.available()
+    ]
+
+
+async def test_an_edited_applied_migration_is_refused(
+    admin_conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = migrations.available()[0]
+    edited = Migration(first.version, first.name, first.sql + "\n-- edited")
+    monkeypatch.setattr(migrations, "available", lambda: [edited])
+    with pytest.raises(MigrationError, match="edited after it was applied"):
+        await migrate(admin_conn)

@@ -22,8 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from tpt import search_attributes
 from tpt.audit.store import AuditStore
-from tpt.devstack.postgres import EmbeddedPostgres
 from tpt.database import apply_migrations, ensure_database
+from tpt.devstack.postgres import EmbeddedPostgres
 from tpt.devstack.temporal import default_binary
 
 OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
@@ -105,8 +105,14 @@ def task_queue(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def log_capture() -> Iterator[list[dict[str, object]]]:
-    with structlog.testing.capture_logs() as captured:
-        yield captured
+    """Every structlog event written during the test, with its bound context (transfer id and the like)."""
+    capture = structlog.testing.LogCapture()
+    saved = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     REQUESTED = "REQUESTED"
     ALLY_SIGNOFF = "ALLY_SIGNOFF"
     US_REVIEW = "US_REVIEW"

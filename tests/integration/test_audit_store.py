@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -12,7 +12,7 @@ from tpt.audit.events import GENESIS_HASH, NewAuditEvent, event_id
 from tpt.audit.store import AuditConflict, AuditStore
 from tpt.stages import Stage
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def make_event(transfer_id: str, n: int, **changes: object) -> NewAuditEvent:
@@ -53,7 +53,7 @@ async def test_fifty_concurrent_appends_form_one_unbroken_chain(audit_store: Aud
     await asyncio.gather(*(audit_store.append(make_event("TPT-RACE-1", n)) for n in range(1, 51)))
     events = await audit_store.history("TPT-RACE-1")
     assert [e.seq for e in events] == list(range(1, 51))
-    assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:]))
+    assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:], strict=False))
     checked, breaks = await audit_store.verify("TPT-RACE-1")
     assert (checked, breaks) == (50, [])
 
@@ -70,7 +70,9 @@ async def test_worker_role_cannot_rewrite_history(audit_store: AuditStore, state
     assert len(await audit_store.history("TPT-RO-1")) == 1
 
 
-async def test_even_the_owner_is_refused_by_the_trigger(audit_store: AuditStore, admin_conn: asyncpg.Connection) -> None:
+async def test_even_the_owner_is_refused_by_the_trigger(
+    audit_store: AuditStore, admin_conn: asyncpg.Connection
+) -> None:
     await audit_store.append(make_event("TPT-RO-2", 1))
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
         await admin_conn.execute("DELETE FROM audit_events WHERE transfer_id = 'TPT-RO-2'")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -37,7 +37,7 @@ class NewAuditEvent(BaseModel):
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         # One spelling of each instant, so the hash survives a round trip through Postgres.
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def body(self) -> dict[str, Any]:
         """The fields an idempotent retry must repeat exactly."""
@@ -53,7 +53,7 @@ class AuditEvent(NewAuditEvent):
     @field_validator("recorded_at")
     @classmethod
     def _recorded_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def new_part(self) -> NewAuditEvent:
         return NewAuditEvent.model_validate(self.model_dump(include=set(NewAuditEvent.model_fields)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -97,7 +97,7 @@ class AuditStore:
         fields = event.model_dump() | {
             "seq": head.last_seq + 1 if head else 1,
             "prev_hash": head.head_hash if head else GENESIS_HASH,
-            "recorded_at": datetime.now(timezone.utc),
+            "recorded_at": datetime.now(UTC),
         }
         unhashed = AuditEvent.model_validate(fields | {"hash": ""})
         return unhashed.model_copy(update={"hash": event_hash(unhashed.model_dump(mode="json"))})

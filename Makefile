@@ -1,0 +1,26 @@
+# The two commands of the README's quick start, plus the checks a developer runs before committing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint clean-state
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the embedded stack, a worker and a demo transfer; Ctrl-C stops everything
+	$(BIN)/tpt dev --demo
+
+test: $(STAMP)  ## the whole suite against real Temporal servers and real Postgres
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check tpt workflows activities workers deploy tests
+	$(BIN)/mypy tpt workflows activities workers
+
+clean-state:  ## forget every transfer of the local stack (Temporal SQLite file and embedded Postgres data)
+	rm -rf $${TPT_STATE_DIR:-$$HOME/.local/state/tpt}

@@ -1,0 +1,1 @@
+"""The embedded development stack: Temporal dev server and Postgres from wheels, started as child processes."""

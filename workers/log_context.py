@@ -1,0 +1,25 @@
+"""Binds transfer, workflow, run, activity and attempt to every structlog line an activity writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from temporalio import activity
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+
+
+class _BindActivityContext(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        # Workflow id = transfer id (DESIGN.md §4), so every line can be found by the transfer's name.
+        with structlog.contextvars.bound_contextvars(
+            transfer_id=info.workflow_id, workflow_id=info.workflow_id, run_id=info.workflow_run_id,
+            activity=info.activity_type, attempt=info.attempt,
+        ):
+            return await super().execute_activity(input)
+
+
+class LogContextInterceptor(Interceptor):
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _BindActivityContext(next)

@@ -6,8 +6,11 @@ Each test module gets its own freshly migrated database; each test its own task 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,11 +39,23 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", free_port(), durable=False)
-    server.start()
-    yield server
-    server.stop()
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    with server_dir("pg") as where:
+        server = EmbeddedPostgres(where / "data", free_port(), durable=False)
+        server.start()
+        yield server
+        server.stop()
+
+
+@contextlib.contextmanager
+def server_dir(prefix: str) -> Iterator[Path]:
+    """A scratch directory outside pytest's own: pytest makes its root private at every session start,
+    which would lock out the unprivileged user Postgres runs as when another session runs beside this one."""
+    path = Path(tempfile.mkdtemp(prefix=f"tpt-test-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Database:

@@ -14,20 +14,21 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ..conftest import free_port
+from ..conftest import free_port, server_dir
 
 TPT = str(Path(sys.executable).parent / "tpt")
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
-    return os.environ | {
-        "TPT_STATE_DIR": str(tmp_path / "state"),
-        "TPT_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "TPT_UI_PORT": str(free_port()),
-        "TPT_EMBEDDED_PG_PORT": str(free_port()),
-        "TPT_LOG_FORMAT": "json",
-    }
+def stack_env() -> Iterator[dict[str, str]]:
+    with server_dir("stack") as state:
+        yield os.environ | {
+            "TPT_STATE_DIR": str(state),
+            "TPT_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TPT_UI_PORT": str(free_port()),
+            "TPT_EMBEDDED_PG_PORT": str(free_port()),
+            "TPT_LOG_FORMAT": "json",
+        }
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:

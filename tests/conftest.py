@@ -104,6 +104,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=str(default_binary("temporal-test-server")),
         data_converter=pydantic_data_converter,
     )
+    await search_attributes.register(env.client, env.client.namespace)
     yield env
     await env.shutdown()
 

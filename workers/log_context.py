@@ -8,13 +8,15 @@ import structlog
 from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from tpt.ids import transfer_id_of
+
 
 class _BindActivityContext(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
-        # Workflow id = transfer id (DESIGN.md §4), so every line can be found by the transfer's name.
+        # Workflow ids derive from the transfer id (DESIGN.md §4): every line is found by the transfer's name.
         with structlog.contextvars.bound_contextvars(
-            transfer_id=info.workflow_id, workflow_id=info.workflow_id, run_id=info.workflow_run_id,
+            transfer_id=transfer_id_of(info.workflow_id), workflow_id=info.workflow_id, run_id=info.workflow_run_id,
             activity=info.activity_type, attempt=info.attempt,
         ):
             return await super().execute_activity(input)

@@ -6,19 +6,25 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
+from activities.notify import NotifyActivities, ScoNotifier
+from activities.reference import load_reference_data
 from tpt.audit.store import AuditStore
 from workers.log_context import LogContextInterceptor
+from workflows.backfill import BackfillWorkflow
+from workflows.shipment import ShipmentWorkflow
 from workflows.transfer import TransferWorkflow
 
-WORKFLOWS = [TransferWorkflow]
+WORKFLOWS = [TransferWorkflow, ShipmentWorkflow, BackfillWorkflow]
 
 
-def build_worker(client: Client, store: AuditStore, task_queue: str) -> Worker:
-    audit = AuditActivities(store)
+def build_worker(client: Client, store: AuditStore, task_queue: str, *, notifier: ScoNotifier | None = None,
+                 **options: object) -> Worker:
+    audit, notify = AuditActivities(store), NotifyActivities(notifier)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[audit.record_audit_event],
+        activities=[audit.record_audit_event, load_reference_data, notify.notify_security_cooperation_offices],
         interceptors=[LogContextInterceptor()],
+        **options,  # type: ignore[arg-type]
     )

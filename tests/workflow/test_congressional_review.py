@@ -1,0 +1,101 @@
+"""Individual U.S. review and the congressional review period, on the time-skipping server (30 days pass at once)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from tpt.audit.store import AuditStore
+from tpt.client import TransferClient
+from tpt.messages import EmergencyWaiver, JointResolution, UsDecision, UsOutcome
+from tpt.stages import Stage
+
+from .conftest import drive_until, event_types, example, running_worker, stages_entered
+
+WAIVER = EmergencyWaiver(official="state.secretary.delegate",
+                         justification="An emergency exists requiring the immediate transfer in the national interest")
+
+
+async def approve_individually(tpt: TransferClient, tid: str) -> None:
+    status = await tpt.status(tid)
+    assert status.stage is Stage.US_REVIEW and status.policy is not None and not status.policy.fast_track
+    await tpt.us_decision(tid, UsDecision(reviewer="pm.rsat.reviewer", office="PM_RSAT", outcome=UsOutcome.APPROVE,
+                                          provisos=["no re-transfer without consent"],
+                                          request_digest=status.request_digest))
+
+
+@pytest.mark.parametrize(("recipient", "days"), [("UA", 30), ("PL", 15)])
+async def test_review_period_runs_its_days_then_shipment_starts(
+    time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str, recipient: str, days: int
+) -> None:
+    tpt = TransferClient(time_env.client, task_queue)
+    request = example("patriot-de", recipient=recipient)
+    async with running_worker(time_env.client, audit_store, task_queue):
+        await tpt.submit(request)
+        tid = request.transfer_id
+        await drive_until(tpt, request, stop=Stage.US_REVIEW)
+        await approve_individually(tpt, tid)
+        status = await tpt.status(tid)
+        assert status.stage is Stage.CONGRESSIONAL_REVIEW and status.congressional_review == "RUNNING"
+        assert status.policy is not None and status.policy.review_days == days
+        assert status.congressional_review_ends == status.stage_entered_at + timedelta(days=days)
+
+        await time_env.sleep(timedelta(days=days - 1))
+        assert (await tpt.status(tid)).stage is Stage.CONGRESSIONAL_REVIEW
+        await time_env.sleep(timedelta(days=1, hours=1))
+        status = await tpt.status(tid)
+        assert status.stage is Stage.SHIPMENT and status.congressional_review == "ELAPSED"
+        await tpt.handle(tid).terminate("test done")
+
+    types = await event_types(audit_store, tid)
+    assert types.count("US_DECISION") == 1 and "US_CONSENT_BY_FRAMEWORK" not in types
+    assert "CONGRESSIONAL_REVIEW_ELAPSED" in types
+    assert await stages_entered(audit_store, tid) == [
+        "ALLY_SIGNOFF", "US_REVIEW", "CONGRESSIONAL_REVIEW", "SHIPMENT"]
+    decision = next(e for e in await audit_store.history(tid) if e.event_type == "US_DECISION")
+    assert (decision.actor, decision.role, decision.payload["provisos"]) == (
+        "pm.rsat.reviewer", "PM_RSAT", ["no re-transfer without consent"])
+
+
+async def test_emergency_waiver_ends_the_review_at_once(
+    time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str
+) -> None:
+    tpt = TransferClient(time_env.client, task_queue)
+    request = example("patriot-de")
+    async with running_worker(time_env.client, audit_store, task_queue):
+        await tpt.submit(request)
+        tid = request.transfer_id
+        await drive_until(tpt, request, stop=Stage.US_REVIEW)
+        await approve_individually(tpt, tid)
+        entered = (await tpt.status(tid)).stage_entered_at
+        await tpt.emergency_waiver(tid, WAIVER)
+        status = await drive_until(tpt, request, stop=Stage.SHIPMENT)
+        assert status.congressional_review == "WAIVED"
+        assert status.stage_entered_at - entered < timedelta(days=1)
+        await tpt.handle(tid).terminate("test done")
+    events = await audit_store.history(tid)
+    waiver = next(e for e in events if e.event_type == "EMERGENCY_WAIVER")
+    assert waiver.actor == "state.secretary.delegate" and "emergency" in waiver.payload["justification"]
+    assert "CONGRESSIONAL_REVIEW_ELAPSED" not in [e.event_type for e in events]
+
+
+async def test_joint_resolution_blocks_the_transfer(
+    time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str
+) -> None:
+    tpt = TransferClient(time_env.client, task_queue)
+    request = example("patriot-de")
+    async with running_worker(time_env.client, audit_store, task_queue):
+        await tpt.submit(request)
+        tid = request.transfer_id
+        await drive_until(tpt, request, stop=Stage.US_REVIEW)
+        await approve_individually(tpt, tid)
+        await time_env.sleep(timedelta(days=10))
+        await tpt.joint_resolution(tid, JointResolution(recorder="state.h.liaison",
+                                                        citation="H.J.Res. 1 (119th Congress), enacted"))
+        result = await tpt.handle(tid).result()
+    assert result.stage is Stage.BLOCKED and result.congressional_review == "BLOCKED"
+    assert "H.J.Res. 1" in (result.outcome_reason or "")
+    assert (await event_types(audit_store, tid))[-2:] == ["JOINT_RESOLUTION", "STAGE_ENTERED"]
+    assert (await stages_entered(audit_store, tid))[-1] == "BLOCKED"

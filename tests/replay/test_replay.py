@@ -1,0 +1,43 @@
+"""Every committed history replays against the current workflow code; a change to the commands is caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from tests.replay.careless_edit import TransferWorkflowWithAnUnguardedTimer
+from workers.transfer_worker import WORKFLOWS
+from workflows.backfill import BackfillWorkflow
+from workflows.shipment import ShipmentWorkflow
+
+HISTORIES = sorted(Path(__file__).resolve().parent.glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    data = json.loads(path.read_text())
+    return WorkflowHistory.from_json(path.stem, data)
+
+
+def test_the_fast_track_and_full_path_histories_are_committed() -> None:
+    names = {p.stem for p in HISTORIES}
+    for path in ("fast-track", "full-path"):
+        assert {f"v1-{path}-transfer", f"v1-{path}-shipment", f"v1-{path}-backfill"} <= names
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_history_replays_against_current_code(path: Path) -> None:
+    result = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(load(path))
+    assert result.replay_failure is None
+
+
+async def test_an_unguarded_change_to_the_commands_is_caught() -> None:
+    replayer = Replayer(workflows=[TransferWorkflowWithAnUnguardedTimer, ShipmentWorkflow, BackfillWorkflow],
+                        data_converter=pydantic_data_converter)
+    with pytest.raises(NondeterminismError):
+        await replayer.replay_workflow(load(next(p for p in HISTORIES if p.stem == "v1-full-path-transfer")))

@@ -16,8 +16,9 @@ class _BindActivityContext(ActivityInboundInterceptor):
         info = activity.info()
         # Workflow ids derive from the transfer id (DESIGN.md §4): every line is found by the transfer's name.
         with structlog.contextvars.bound_contextvars(
-            transfer_id=transfer_id_of(info.workflow_id) if info.workflow_id else None, workflow_id=info.workflow_id, run_id=info.workflow_run_id,
-            activity=info.activity_type, attempt=info.attempt,
+            transfer_id=transfer_id_of(info.workflow_id) if info.workflow_id else None,
+            workflow_id=info.workflow_id, run_id=info.workflow_run_id, activity=info.activity_type,
+            attempt=info.attempt,
         ):
             return await super().execute_activity(input)
 

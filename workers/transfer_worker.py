@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -15,6 +16,9 @@ from workflows.shipment import ShipmentWorkflow
 from workflows.transfer import TransferWorkflow
 
 WORKFLOWS = [TransferWorkflow, ShipmentWorkflow, BackfillWorkflow]
+
+# Workflow ids and run ids reach the log line as keys (structlog's ExtraAdder), not appended to the message.
+workflow.logger.workflow_info_on_message = False
 
 
 def build_worker(client: Client, store: AuditStore, task_queue: str, *, notifier: ScoNotifier | None = None,

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         Withdrawal,
     )
     from tpt.policy import PolicyDecision, evaluate
+    from tpt import telemetry
     from tpt.stages import Stage
     from workflows.audit_trail import AuditTrail
     from workflows.backfill import BackfillWorkflow
@@ -110,6 +111,7 @@ class TransferWorkflow:
         )
         self.policy = self._evaluate()
         await self._record("TRANSFER_REQUESTED", self.request.requested_by, "requester", self._request_summary())
+        self._count(telemetry.TRANSFERS_STARTED, "transfers submitted")
         try:
             await self._authorize()
             await self._congressional_review()
@@ -119,6 +121,7 @@ class TransferWorkflow:
         except _Ended as ended:
             final, self.outcome_reason = ended.stage, ended.reason
         await self._enter(final, {"reason": self.outcome_reason})
+        self._count(telemetry.TRANSFERS_FINISHED, "transfers ended, by outcome", outcome=final.value)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
 
@@ -484,7 +487,12 @@ class TransferWorkflow:
             return False
 
     async def _enter(self, stage: Stage, payload: dict[str, Any] | None = None) -> None:
+        spent = (workflow.now() - self.stage_entered_at).total_seconds()
         previous, self.stage, self.stage_entered_at = self.stage, stage, workflow.now()
+        workflow.metric_meter().create_histogram_float(
+            telemetry.STAGE_DURATION, "time a transfer spent in a stage", "s"
+        ).record(spent, {"stage": previous.value})
+        workflow.logger.info("stage entered: %s → %s", previous.value, stage.value)
         attributes = [sa.TRANSFER_STAGE.value_set(stage.value)]
         if self.policy:
             attributes.append(sa.APPROVAL_ROUTE.value_set(self.policy.route.value))
@@ -499,11 +507,13 @@ class TransferWorkflow:
 
     async def _flag(self, reason: str) -> None:
         self.attention = reason
+        self._count(telemetry.ATTENTION_RAISED, "transfers flagged as needing attention")
         workflow.upsert_search_attributes([sa.NEEDS_ATTENTION.value_set(True), sa.BLOCKED_REASON.value_set(reason)])
         await self._record("NEEDS_ATTENTION", ENGINE, "system", {"needs_attention": True, "blocked_reason": reason})
 
     async def _clear_flag(self) -> None:
         self.attention = None
+        self._count(telemetry.ATTENTION_CLEARED, "needs-attention flags cleared")
         workflow.upsert_search_attributes([sa.NEEDS_ATTENTION.value_set(False), sa.BLOCKED_REASON.value_unset()])
         await self._record("ATTENTION_CLEARED", ENGINE, "system", {"needs_attention": False, "blocked_reason": None})
 
@@ -511,6 +521,9 @@ class TransferWorkflow:
         await self.trail.record(event_type, self.stage, actor, role, payload, request_digest=self.digest,
                                 policy_version=self.policy.policy_version if self.policy else None)
         self._show()
+
+    def _count(self, name: str, description: str, **labels: str) -> None:
+        workflow.metric_meter().create_counter(name, description).add(1, {"donor": self.request.donor, **labels})
 
     def _show(self) -> None:
         workflow.set_current_details(render(self.status()))

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def stack_env() -> Iterator[dict[str, str]]:
             "TPT_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
             "TPT_UI_PORT": str(free_port()),
             "TPT_EMBEDDED_PG_PORT": str(free_port()),
+            "TPT_METRICS_PORT": str(free_port()),
             "TPT_LOG_FORMAT": "json",
         }
 
@@ -49,6 +51,13 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 90) ->
             return lines
     proc.kill()
     raise AssertionError(f"{marker!r} never appeared; output:\n" + "\n".join(lines))
+
+
+def own_metric(exposition: str, name: str, label: str = "") -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+              if line.startswith(name + "{") and label in line]
+    assert values, f"{name} {label} not served"
+    return sum(values)
 
 
 def stop_and_check_nothing_left(proc: subprocess.Popen[str]) -> None:
@@ -78,6 +87,11 @@ def test_dev_runs_the_demo_stops_cleanly_and_keeps_state(
     assert any("Temporal Web UI  http://127.0.0.1:" in line for line in output)
     summary = next(line.split() for line in output if line.startswith("demo transfer"))
     transfer_id, events = summary[2], int(summary[6])
+    metrics_url = next(line.split()[-1] for line in output if line.strip().startswith("Metrics"))
+    metrics = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    assert own_metric(metrics, "tpt_transfers_started") == 1
+    assert own_metric(metrics, "tpt_transfers_finished", 'outcome="COMPLETED"') == 1
+    assert own_metric(metrics, "tpt_stage_duration_count", 'stage="ALLY_SIGNOFF"') == 1
     stop_and_check_nothing_left(first)
 
     second = start(stack_env)  # no demo: the earlier transfer must still be there

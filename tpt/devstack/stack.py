@@ -16,8 +16,10 @@ from tpt.audit.store import AuditStore
 from tpt.client import connect
 from tpt.database import apply_migrations, ensure_database
 from tpt.devstack.postgres import EmbeddedPostgres
+from tpt.devstack.processes import require_free_port
 from tpt.devstack.temporal import TemporalDevServer
 from tpt.settings import Settings
+from tpt.telemetry import install_metrics
 from workers.transfer_worker import build_worker
 
 log = structlog.get_logger(__name__)
@@ -67,6 +69,8 @@ OnReady = Callable[[Client, Settings], Coroutine[Any, Any, None]]
 async def run_dev(settings: Settings, on_ready: OnReady | None = None) -> None:
     """Run the stack and a worker until SIGINT/SIGTERM; `on_ready` (e.g. the demo) runs beside the worker."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    require_free_port("127.0.0.1", settings.metrics_port, "metrics endpoint", "TPT_METRICS_PORT")
+    metrics_url = install_metrics(f"127.0.0.1:{settings.metrics_port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -77,7 +81,7 @@ async def run_dev(settings: Settings, on_ready: OnReady | None = None) -> None:
         ) as store:
             client = await connect(settings)
             worker = build_worker(client, store, settings.task_queue)
-            _print_banner(settings, urls)
+            _print_banner(settings, urls, metrics_url)
             async with worker:
                 extra = asyncio.create_task(on_ready(client, settings)) if on_ready else None
                 await stop.wait()
@@ -88,7 +92,7 @@ async def run_dev(settings: Settings, on_ready: OnReady | None = None) -> None:
     print("tpt dev: stopped; state kept in", settings.state_dir, flush=True)
 
 
-def _print_banner(settings: Settings, urls: DatabaseUrls) -> None:
+def _print_banner(settings: Settings, urls: DatabaseUrls, metrics_url: str) -> None:
     print(
         "\n".join([
             "",
@@ -96,6 +100,7 @@ def _print_banner(settings: Settings, urls: DatabaseUrls) -> None:
             f"  Temporal Web UI  {settings.ui_url}/namespaces/{settings.temporal_namespace}/workflows",
             f"  Temporal gRPC    {settings.temporal_address}",
             f"  Audit database   {urls.admin}",
+            f"  Metrics          {metrics_url}",
             f"  Task queue       {settings.task_queue}",
             f"  State directory  {settings.state_dir}",
             "  Stop with Ctrl-C.",

@@ -16,6 +16,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 with workflow.unsafe.imports_passed_through():
     from activities.reference import load_reference_data
     from tpt import search_attributes as sa
+    from tpt import telemetry
     from tpt.contract import TransferRequest
     from tpt.ids import backfill_id, shipment_id
     from tpt.messages import (
@@ -35,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
         Withdrawal,
     )
     from tpt.policy import PolicyDecision, evaluate
-    from tpt import telemetry
     from tpt.stages import Stage
     from workflows.audit_trail import AuditTrail
     from workflows.backfill import BackfillWorkflow

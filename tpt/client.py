@@ -1,15 +1,29 @@
-"""Client SDK: submit transfers, send decisions, read their status."""
+"""Client SDK: submit transfers, send decisions, read their status, list, watch and audit them.
+
+Every method raises the typed errors of tpt/errors.py, never Temporal's own.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import builtins
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from pydantic import SecretStr
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import TLSConfig
 
 from tpt.contract import TransferRequest
+from tpt.errors import DecisionRefused, TemporalUnreachable, TransferConflict, TransferNotFound, translated
 from tpt.ids import backfill_id, shipment_id
+from workflows.details import request_details
 from tpt.messages import (
     Amendment,
     BackfillRecord,
@@ -26,7 +40,16 @@ from tpt.messages import (
     UsDecision,
     Withdrawal,
 )
+from tpt.request_file import parse_request
 from tpt.settings import Settings
+from tpt.stages import Stage
+from tpt.visibility import TransferSummary, summarize, transfer_query
+
+if TYPE_CHECKING:
+    from tpt.audit.events import AuditEvent
+    from tpt.audit.store import AuditStore
+
+R = TypeVar("R")
 
 
 async def connect(settings: Settings) -> Client:
@@ -57,37 +80,79 @@ async def connect(settings: Settings) -> Client:
     )
 
 
+@dataclass(frozen=True)
+class Submission:
+    handle: WorkflowHandle[Any, TransferStatus]
+    created: bool  # False: the same request was already submitted, nothing new started
+
+
 class TransferClient:
     """Submit transfers and send decisions. Updates return the transfer's status once the decision is
-    recorded in the audit history; a refusal raises with the workflow's reason."""
+    recorded in the audit history; a refusal raises DecisionRefused with the workflow's reason."""
+
+    query_timeout = timedelta(seconds=10)  # how long a query or update waits for a worker to answer
+    update_timeout = timedelta(seconds=60)
+    child_start_polls = 50  # × 0.1 s: how long a handover or backfill record waits for its child workflow to start
 
     def __init__(self, client: Client, task_queue: str):
         self.client = client
         self.task_queue = task_queue
 
     @classmethod
-    async def connect(cls, settings: Settings) -> TransferClient:
-        return cls(await connect(settings), settings.task_queue)
+    async def connect(cls, settings: Settings | None = None, *, address: str | None = None,
+                      namespace: str | None = None, task_queue: str | None = None,
+                      tls: bool | TLSConfig | None = None, api_key: str | None = None) -> TransferClient:
+        """Connect with `settings` (default: the TPT_* environment), explicit arguments taking precedence.
+        `tls` (True or a TLSConfig) overrides the TLS files of the settings; an API key implies TLS."""
+        settings = _overridden(settings or Settings(), address=address, namespace=namespace, task_queue=task_queue,
+                               api_key=api_key)
+        try:
+            client = await (connect(settings) if tls is None else _connect_with_tls(settings, tls))
+        except RuntimeError as err:  # the SDK's "Failed client connect: …"
+            raise TemporalUnreachable(settings.temporal_address, _connect_failure(err)) from err
+        return cls(client, settings.task_queue)
 
-    async def submit(self, request: TransferRequest, deadlines: Deadlines | None = None,
+    @property
+    def address(self) -> str:
+        return self.client.service_client.config.target_host
+
+    async def submit(self, request: TransferRequest | Mapping[str, Any], deadlines: Deadlines | None = None,
                      policy_version: str | None = None) -> WorkflowHandle[Any, TransferStatus]:
+        """Start the transfer; idempotent on its id: the same request again returns the existing handle, a
+        different one raises TransferConflict. A mapping is validated first (TransferValidationError)."""
+        return (await self.ensure_submitted(request, deadlines, policy_version)).handle
+
+    async def ensure_submitted(self, request: TransferRequest | Mapping[str, Any], deadlines: Deadlines | None = None,
+                               policy_version: str | None = None) -> Submission:
+        """`submit`, also telling whether this call started the workflow."""
         from workflows.transfer import TransferWorkflow, initial_search_attributes
 
-        return await self.client.start_workflow(
-            TransferWorkflow.run,
-            TransferInput(request=request, deadlines=deadlines or Deadlines(), policy_version=policy_version),
-            id=request.transfer_id, task_queue=self.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=initial_search_attributes(request),
-            static_summary=_summary(request),
-        )
+        request = parse_request(request)
+        try:
+            with self._translated(request.transfer_id):
+                handle = await self.client.start_workflow(
+                    TransferWorkflow.run,
+                    TransferInput(request=request, deadlines=deadlines or Deadlines(), policy_version=policy_version),
+                    id=request.transfer_id, task_queue=self.task_queue,
+                    # FAIL (not USE_EXISTING) so a running duplicate is reported and compared below.
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    search_attributes=initial_search_attributes(request),
+                    static_summary=_summary(request),
+            static_details=request_details(request),
+                )
+            return Submission(handle, created=True)
+        except WorkflowAlreadyStartedError:
+            await self._require_same_request(request)
+            return Submission(self.handle(request.transfer_id), created=False)
 
     def handle(self, transfer_id: str) -> WorkflowHandle[Any, TransferStatus]:
         return self.client.get_workflow_handle(transfer_id, result_type=TransferStatus)
 
     async def status(self, transfer_id: str) -> TransferStatus:
-        return await self.handle(transfer_id).query("status", result_type=TransferStatus)
+        with self._translated(transfer_id):
+            return await self.handle(transfer_id).query("status", result_type=TransferStatus,
+                                                        rpc_timeout=self.query_timeout)
 
     async def sign_off(self, transfer_id: str, decision: SignOff) -> TransferStatus:
         return await self._update(transfer_id, "sign_off", decision)
@@ -111,15 +176,116 @@ class TransferClient:
         return await self._update(transfer_id, "record_eeum_inventory", inventory)
 
     async def record_handover(self, transfer_id: str, handover: Handover) -> ShipmentStatus:
-        handle = self.client.get_workflow_handle(shipment_id(transfer_id))
-        return await handle.execute_update("record_handover", handover, result_type=ShipmentStatus)
+        return await self._child_update(transfer_id, shipment_id(transfer_id), "record_handover", handover,
+                                        ShipmentStatus, Stage.SHIPMENT)
 
     async def record_backfill(self, transfer_id: str, record: BackfillRecord) -> BackfillStatus:
-        handle = self.client.get_workflow_handle(backfill_id(transfer_id))
-        return await handle.execute_update("record_backfill", record, result_type=BackfillStatus)
+        return await self._child_update(transfer_id, backfill_id(transfer_id), "record_backfill", record,
+                                        BackfillStatus, Stage.BACKFILL)
+
+    async def watch(self, transfer_id: str, interval: float = 0.5) -> AsyncIterator[TransferStatus]:
+        """The status now and again after every change, until the transfer ends (polls the status query)."""
+        last: TransferStatus | None = None
+        while True:
+            status = await self.status(transfer_id)
+            if status != last:
+                last = status
+                yield status
+            if status.stage.is_terminal:
+                return
+            await asyncio.sleep(interval)
+
+    async def history(self, transfer_id: str, store: AuditStore | str) -> builtins.list[AuditEvent]:
+        """The transfer's audit events, oldest first, from an audit store or its database URL."""
+        from tpt.audit.store import AuditStore
+
+        if isinstance(store, str):
+            async with AuditStore.open(store, 1, 1) as opened:
+                return await self.history(transfer_id, opened)
+        events = await store.history(transfer_id)
+        if not events:
+            raise TransferNotFound(transfer_id)
+        return events
+
+    async def list(self, *, stage: Stage | None = None, donor: str | None = None, recipient: str | None = None,
+                   needs_attention: bool | None = None, limit: int = 100) -> builtins.list[TransferSummary]:
+        """Transfers from Temporal visibility, newest first (eventually consistent: a few hundred ms behind)."""
+        query = transfer_query(stage, donor, recipient, needs_attention)
+        with self._translated("transfers"):
+            return [summarize(e) async for e in self.client.list_workflows(query, limit=limit)]
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    def _translated(self, transfer_id: str) -> Any:
+        return translated(transfer_id, self.address, self.task_queue)
 
     async def _update(self, transfer_id: str, name: str, message: object) -> TransferStatus:
-        return await self.handle(transfer_id).execute_update(name, message, result_type=TransferStatus)
+        with self._translated(transfer_id):
+            return await self.handle(transfer_id).execute_update(name, message, result_type=TransferStatus,
+                                                                 rpc_timeout=self.update_timeout)
+
+    async def _child_update(self, transfer_id: str, workflow_id: str, name: str, message: object,
+                            result_type: type[R], stage: Stage) -> R:
+        """Handovers and backfill records go to child workflows, which exist only from their stage on; one that
+        is just starting is waited for, briefly."""
+        for _ in range(self.child_start_polls):
+            try:
+                with self._translated(transfer_id):
+                    return await self.client.get_workflow_handle(workflow_id).execute_update(
+                        name, message, result_type=result_type, rpc_timeout=self.update_timeout)
+            except TransferNotFound:
+                current = (await self.status(transfer_id)).stage  # TransferNotFound again for an unknown transfer
+                if current is not stage:
+                    raise DecisionRefused(transfer_id, f"{name} is accepted once the transfer reaches {stage.value}; "
+                                                       f"it is in {current.value}") from None
+                await asyncio.sleep(0.1)
+        raise DecisionRefused(transfer_id, f"the {stage.value} workflow has not started; try again in a moment")
+
+    async def _require_same_request(self, request: TransferRequest) -> None:
+        """The id is taken: fine if by this request, as first submitted or as amended since."""
+        tid, digest = request.transfer_id, request.digest()
+        handle = self.handle(tid)
+        with self._translated(tid):
+            first = (await self._submitted_input(handle)).request.digest()
+            current = first if digest == first else await self._current_digest(handle)
+        if digest not in (first, current):
+            raise TransferConflict(tid, current or first, digest)
+
+    async def _current_digest(self, handle: WorkflowHandle[Any, TransferStatus]) -> str | None:
+        state = (await handle.describe()).status
+        if state is WorkflowExecutionStatus.RUNNING:
+            return (await self.status(handle.id)).request_digest
+        if state is WorkflowExecutionStatus.COMPLETED:  # every outcome completes with the final status
+            return (await handle.result()).request_digest
+        return None  # terminated or failed: only the input is known
+
+    async def _submitted_input(self, handle: WorkflowHandle[Any, Any]) -> TransferInput:
+        async for event in handle.fetch_history_events(page_size=1):  # the first event holds the input
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [started] = await self.client.data_converter.decode(payloads, [TransferInput])
+            return started  # type: ignore[no-any-return]
+        raise TransferNotFound(handle.id)
+
+
+def _overridden(settings: Settings, **changes: str | None) -> Settings:
+    names = {"address": "temporal_address", "namespace": "temporal_namespace", "task_queue": "task_queue",
+             "api_key": "temporal_api_key"}
+    update: dict[str, Any] = {names[k]: v for k, v in changes.items() if v is not None}
+    if "temporal_api_key" in update:
+        update["temporal_api_key"] = SecretStr(update["temporal_api_key"])
+    return settings.model_copy(update=update)
+
+
+async def _connect_with_tls(settings: Settings, tls: bool | TLSConfig) -> Client:
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                data_converter=pydantic_data_converter, tls=tls, api_key=api_key)
+
+
+def _connect_failure(err: RuntimeError) -> str:
+    # The SDK's message nests transport errors; the OS's own words are what a person can act on.
+    found = re.search(r'message: "([^"]+)"', str(err))
+    return found.group(1) if found else str(err)
 
 
 def _summary(request: TransferRequest) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from tpt.contract import TransferRequest
     from tpt.messages import TransferStatus
     from tpt.stages import PATH, Stage
 
@@ -15,12 +16,26 @@ def _checklist(status: TransferStatus) -> list[str]:
         if stage is Stage.CONGRESSIONAL_REVIEW and not (status.policy and status.policy.notification_required):
             continue
         current = stage is status.stage
-        mark = "x" if reached and not current else " "
-        lines.append(f"- [{mark}] {'**' + stage.value + '**' if current else stage.value}")
+        mark = "▶" if current else ("✓" if reached else "·")
+        lines.append(f"- {mark} {'**' + stage.value + '**' if current else stage.value}")
         reached = reached and not current
     if status.stage.is_terminal and status.stage is not Stage.COMPLETED:
         lines.append(f"- ended: **{status.stage.value}** — {status.outcome_reason or ''}")
     return lines
+
+
+def request_details(request: TransferRequest) -> str:
+    """Static details shown from the start: what is transferred, by whom, for what."""
+    lines = [f"**{request.donor} → {request.recipient}** · {request.kind.value.lower()} · {request.priority.value}",
+             f"End user: {request.end_user}", f"End use: {request.end_use}",
+             f"Origin: {request.origin.value} {request.fms_case or request.export_licence or ''}",
+             f"Requested by: {request.requested_by}", "", "| NSN | item | USML | qty | unit USD | flags |",
+             "|---|---|---|---|---|---|"]
+    for item in request.items:
+        flags = ", ".join(f for f, on in (("SME", item.sme), ("MDE", item.mde), ("EEUM", item.eeum)) if on)
+        lines.append(f"| {item.nsn} | {item.nomenclature} | {item.usml_category} | {item.quantity} | "
+                     f"{item.unit_value_usd:,.0f} | {flags} |")
+    return "\n".join(lines)
 
 
 def render(status: TransferStatus) -> str:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from tpt.audit.store import AuditStore
 from tpt.client import TransferClient
-from tpt.messages import EmergencyWaiver, JointResolution, UsDecision, UsOutcome
+from tpt.messages import Amendment, EmergencyWaiver, JointResolution, UsDecision, UsOutcome
 from tpt.stages import Stage
 
+from ..conftest import eventually
 from .conftest import drive_until, event_types, example, running_worker, stages_entered
 
 WAIVER = EmergencyWaiver(official="state.secretary.delegate",
@@ -99,3 +101,44 @@ async def test_joint_resolution_blocks_the_transfer(
     assert "H.J.Res. 1" in (result.outcome_reason or "")
     assert (await event_types(audit_store, tid))[-2:] == ["JOINT_RESOLUTION", "STAGE_ENTERED"]
     assert (await stages_entered(audit_store, tid))[-1] == "BLOCKED"
+
+
+async def test_denial_ends_and_return_sends_back_for_amendment(
+    client: Client, audit_store: AuditStore, task_queue: str
+) -> None:
+    tpt = TransferClient(client, task_queue)
+    denied, returned = example("himars-pl"), example("himars-pl", requested_by="pl.requester")
+    async with running_worker(client, audit_store, task_queue):
+        for request in (denied, returned):
+            await tpt.submit(request)
+            await drive_until(tpt, request, stop=Stage.US_REVIEW)
+        decide = lambda r, outcome: tpt.us_decision(r.transfer_id, UsDecision(  # noqa: E731
+            reviewer="pm.rsat.director", office="PM_RSAT", outcome=outcome, request_digest=r.digest(),
+            comment="see cable"))
+        with pytest.raises(WorkflowUpdateFailedError) as wrong_office:
+            await tpt.us_decision(denied.transfer_id, UsDecision(
+                reviewer="pm.ddtc.reviewer", office="PM_DDTC", outcome=UsOutcome.APPROVE,
+                request_digest=denied.digest()))
+        assert "routed to PM_RSAT, not PM_DDTC" in str(wrong_office.value.cause)
+        await decide(denied, UsOutcome.DENY)
+        assert (await tpt.handle(denied.transfer_id).result()).stage is Stage.DENIED
+
+        status = await decide(returned, UsOutcome.RETURN)
+        assert status.awaiting == ["amendment by pl.requester (returned by pm.rsat.director)"]
+        with pytest.raises(WorkflowUpdateFailedError) as again:
+            await decide(returned, UsOutcome.APPROVE)
+        assert "awaiting the requester's amendment" in str(again.value.cause)
+        amended = returned.model_copy(update={"end_use": returned.end_use + " (amended per U.S. provisos)"})
+        await tpt.amend(returned.transfer_id, Amendment(actor="pl.requester", request=amended, reason="U.S. return"))
+        await eventually(lambda: _in(tpt, returned.transfer_id, Stage.ALLY_SIGNOFF))
+        await tpt.handle(returned.transfer_id).terminate("test done")
+    assert (await stages_entered(audit_store, denied.transfer_id))[-1] == "DENIED"
+    assert await stages_entered(audit_store, returned.transfer_id) == [
+        "ALLY_SIGNOFF", "US_REVIEW", "ALLY_SIGNOFF"]
+    decisions = [e.payload["outcome"] for e in await audit_store.history(returned.transfer_id)
+                 if e.event_type == "US_DECISION"]
+    assert decisions == ["RETURN"]
+
+
+async def _in(tpt: TransferClient, transfer_id: str, stage: Stage) -> bool:
+    return (await tpt.status(transfer_id)).stage is stage

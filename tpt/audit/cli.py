@@ -17,7 +17,7 @@ from tpt.audit import bundle, rebuild, reports
 from tpt.audit.chain import verify_chain
 from tpt.audit.store import AuditStore, connect_pool
 from tpt.canonical import canonical_json
-from tpt.cli_support import EXIT_BAD_INPUT, EXIT_NOT_FOUND, audit_url, fail, load_settings, run
+from tpt.cli_support import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_REFUSED, audit_url, fail, load_settings, run
 from tpt.stages import Stage
 
 app = typer.Typer(no_args_is_help=True, help="The audit history: read, verify, export, rebuild, report.")
@@ -90,7 +90,9 @@ def export(
     events = _history(transfer_id)
     data = bundle.export(events)
     if output is None:
-        typer.echo(data.decode("utf-8"), nl=False)
+        stdout = typer.get_binary_stream("stdout")
+        stdout.write(data)  # the bytes themselves: any re-encoding on the way would break the bundle
+        stdout.flush()
     else:
         output.write_bytes(data)
         typer.echo(f"exported {len(events)} event(s) of {transfer_id} to {output}; head hash {events[-1].hash}",
@@ -120,7 +122,10 @@ def rebuild_projection(
     apply: bool = typer.Option(False, "--apply", help="rewrite the differing rows (needs the admin URL)"),
 ) -> None:
     """Recompute the transfers projection from the events alone; exit 1 if the stored one differs."""
-    found = _with_connection(rebuild.apply if apply else rebuild.check)
+    try:
+        found = _with_connection(rebuild.apply if apply else rebuild.check)
+    except rebuild.NeedsOwner as err:
+        fail(str(err), EXIT_REFUSED)
     for difference in found:
         typer.echo(str(difference))
     transfers = len({d.transfer_id for d in found})

@@ -28,12 +28,33 @@ class AuditConflict(Exception):
         super().__init__(f"audit event {event_id} already recorded with different content: {', '.join(differences)}")
 
 
+class AuditContention(Exception):
+    """Concurrent appends to one transfer kept winning the next sequence number; retrying later will do."""
+
+    def __init__(self, event_id: str, attempts: int):
+        super().__init__(f"audit event {event_id} lost the race for the chain's head {attempts} times")
+
+
+class ProjectionBehind(Exception):
+    """The projection's head is not the chain's head (e.g. rows deleted): appends wait for a rebuild."""
+
+    def __init__(self, transfer_id: str):
+        super().__init__(f"the transfers projection lags the audit events of {transfer_id}: "
+                         "run `tpt audit rebuild --apply`")
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: the store's users set no session state (no SET, LISTEN or session-level locks).
+    asyncpg still rolls back an open transaction; skipping its reset query saves a round trip per release."""
+
+
 async def connect_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                                     reset=_keep_session)
     assert pool is not None
     return pool
 
@@ -56,6 +77,13 @@ ON CONFLICT (transfer_id) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in _ROW_COLUMNS if c != "transfer_id")}
 """
 
+# One snapshot for both: whether this event is already recorded, and the chain's head.
+_READ_HEAD = """SELECT (SELECT to_jsonb(e) FROM audit_events e WHERE e.event_id = $2) AS existing,
+                       (SELECT to_jsonb(t) FROM transfers t WHERE t.transfer_id = $1) AS head"""
+# Losers of a race retry at once (they already waited for the winner's commit); each round has a winner.
+_ATTEMPTS = 100
+_UNSET = object()
+
 
 def _event_from_record(record: asyncpg.Record | dict[str, Any]) -> AuditEvent:
     return AuditEvent.model_validate(dict(record))
@@ -75,21 +103,36 @@ class AuditStore:
             await pool.close()
 
     async def append(self, event: NewAuditEvent) -> AuditEvent:
-        """Record one event; the same event again returns the stored row and writes nothing."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            # One writer per transfer at a time, so two appends never claim the same predecessor.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", event.transfer_id)
-            found = await conn.fetchrow(
-                """SELECT (SELECT to_jsonb(e) FROM audit_events e WHERE e.event_id = $2) AS existing,
-                          (SELECT to_jsonb(t) FROM transfers t WHERE t.transfer_id = $1) AS head""",
-                event.transfer_id, event.event_id,
-            )
-            if found["existing"] is not None:
-                return self._same_or_conflict(event, AuditEvent.model_validate(found["existing"]))
-            row = TransferRow.model_validate(found["head"]) if found["head"] else None
-            stored = self._chained(event, row)
-            new_row = projection.apply(row, stored)
-            await conn.execute(_INSERT_EVENT_AND_PROJECTION, *_event_args(stored), *_row_args(new_row))
+        """Record one event; the same event again returns the stored row and writes nothing.
+
+        Two round trips: read the head, then write event and projection in one autocommitted statement.
+        UNIQUE (transfer_id, seq) fails the loser of a race at that write, so the chain never forks; the
+        loser (which waited for the winner's commit) reads the new head and tries again."""
+        failed_on: object = _UNSET
+        async with self.pool.acquire() as conn:
+            for _ in range(_ATTEMPTS):
+                found = await conn.fetchrow(_READ_HEAD, event.transfer_id, event.event_id)
+                if found["existing"] is not None:
+                    return self._same_or_conflict(event, AuditEvent.model_validate(found["existing"]))
+                if found["head"] == failed_on:  # nobody moved the head: the projection lags the events
+                    raise ProjectionBehind(event.transfer_id)
+                stored = await self._write(conn, event, found["head"])
+                if stored is not None:
+                    return stored
+                failed_on = found["head"]
+        raise AuditContention(event.event_id, _ATTEMPTS)
+
+    async def _write(self, conn: asyncpg.Connection, event: NewAuditEvent, head: dict[str, Any] | None
+                     ) -> AuditEvent | None:
+        """The chained event, written with its projection row; None if a concurrent append won the head."""
+        row = TransferRow.model_validate(head) if head else None
+        stored = self._chained(event, row)
+        try:
+            await conn.execute(_INSERT_EVENT_AND_PROJECTION, *_event_args(stored),
+                               *_row_args(projection.apply(row, stored)))
+        except asyncpg.UniqueViolationError:
+            log.debug("audit append lost a race, retrying", event_id=event.event_id)
+            return None
         return stored
 
     @staticmethod

@@ -1,0 +1,1 @@
+"""Benchmarks run by hand (`tpt bench …`), never as timed tests."""

@@ -29,6 +29,15 @@ class Deadlines(_Message):
     calendar_day: timedelta = timedelta(days=1)  # the unit of the congressional period and the EEUM clock
 
 
+class StepRetry(_Message):
+    """Bounded retries for side-effect steps: when they run out, the transfer waits for an operator."""
+
+    attempts: int = Field(5, ge=1)
+    first_backoff: timedelta = timedelta(seconds=1)
+    max_backoff: timedelta = timedelta(seconds=30)
+    timeout: timedelta = timedelta(seconds=30)
+
+
 class ReferenceData(_Message):
     registry: Registry
     frameworks: list[FrameworkAuthorization]
@@ -38,6 +47,7 @@ class TransferInput(_Message):
     request: TransferRequest
     deadlines: Deadlines = Deadlines()
     policy_version: str | None = None
+    step_retry: StepRetry = StepRetry()
 
 
 # --- decisions (updates) ---------------------------------------------------------------------------------
@@ -120,6 +130,20 @@ class BackfillRecord(_Message):
     quantity: int = Field(0, ge=0)
 
 
+class OpsAction(_Message):
+    """An operator's retry or skip of a stuck step; always audited with who and why."""
+
+    operator: str = Field(min_length=1)
+    reason: str = Field(min_length=3)
+
+
+class StuckStep(_Message):
+    step: str
+    reason: str
+    irreversible: bool
+    since: datetime
+
+
 class EeumInventory(_Message):
     inspector: str = Field(min_length=1)
     serials: list[str]
@@ -172,6 +196,7 @@ class ShipmentInput(_Message):
     eeum_serials: list[str]
     request_digest: str
     policy_version: str
+    step_retry: StepRetry = StepRetry()
 
 
 class ShipmentStatus(_Message):

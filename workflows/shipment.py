@@ -6,16 +6,14 @@ Irreversible once a leg has left: the parent is told at the first handover.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import DeliveryNotice, NotifyActivities
     from tpt.messages import Handover, ShipmentInput, ShipmentStatus
     from tpt.stages import Stage
     from workflows.audit_trail import AuditTrail
+    from workflows.operations import Operable, retry_policy
     from workflows.refusal import refuse
 
 DEFAULT_LEGS = ["depot-to-hub", "hub-to-border", "border-to-unit"]
@@ -23,7 +21,7 @@ LEG_DEPARTED_SIGNAL = "shipment_departed"
 
 
 @workflow.defn(name="ShipmentWorkflow")
-class ShipmentWorkflow:
+class ShipmentWorkflow(Operable):
     @workflow.init
     def __init__(self, input: ShipmentInput) -> None:
         self.input = input
@@ -37,17 +35,20 @@ class ShipmentWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         delivered_at = workflow.now()
         await self._record("SHIPMENT_DELIVERED", "tpt-engine", "system", {"custodian": self.custodian})
-        references = await workflow.execute_activity_method(
-            NotifyActivities.notify_security_cooperation_offices,
-            DeliveryNotice(transfer_id=input.transfer_id, donor=input.donor, recipient=input.recipient,
-                           delivered_at=delivered_at.isoformat(), eeum_serials=input.eeum_serials,
-                           eeum_inventory_due=None),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)),
-            summary=f"notify SCO-{input.donor} and SCO-{input.recipient} of delivery",
-        )
-        await self._record("SCO_NOTIFIED", "tpt-engine", "system", {"references": references})
+        notice = DeliveryNotice(transfer_id=input.transfer_id, donor=input.donor, recipient=input.recipient,
+                                delivered_at=delivered_at.isoformat(), eeum_serials=input.eeum_serials,
+                                eeum_inventory_due=None)
+        references = await self.run_step("notify security cooperation offices", lambda: self._notify(notice))
+        if references is not None:
+            await self._record("SCO_NOTIFIED", "tpt-engine", "system", {"references": references})
         return self.status().model_copy(update={"delivered_at": delivered_at})
+
+    async def _notify(self, notice: DeliveryNotice) -> list[str]:
+        return await workflow.execute_activity_method(
+            NotifyActivities.notify_security_cooperation_offices, notice,
+            start_to_close_timeout=self.input.step_retry.timeout, retry_policy=retry_policy(self.input.step_retry),
+            summary=f"notify SCO-{notice.donor} and SCO-{notice.recipient} of delivery",
+        )
 
     @workflow.update
     async def record_handover(self, handover: Handover) -> ShipmentStatus:

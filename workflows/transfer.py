@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.audit_trail import AuditTrail
     from workflows.backfill import BackfillWorkflow
     from workflows.details import render
+    from workflows.operations import Operable
     from workflows.refusal import refuse
     from workflows.shipment import DEFAULT_LEGS, LEG_DEPARTED_SIGNAL, ShipmentWorkflow
 
@@ -69,12 +70,13 @@ def initial_search_attributes(request: TransferRequest) -> TypedSearchAttributes
 
 
 @workflow.defn(name="TransferWorkflow")
-class TransferWorkflow:
+class TransferWorkflow(Operable):
     @workflow.init
     def __init__(self, input: TransferInput) -> None:
         self.request = input.request
         self.deadlines = input.deadlines
         self.policy_version = input.policy_version
+        self.step_retry = input.step_retry
         self.version = 1
         self.digest = self.request.digest()
         self.stage = Stage.REQUESTED
@@ -197,7 +199,8 @@ class TransferWorkflow:
             ShipmentInput(transfer_id=self.request.transfer_id, donor=self.request.donor,
                           recipient=self.request.recipient, legs=DEFAULT_LEGS,
                           first_custodian=f"{self.request.donor} depot", eeum_serials=self._eeum_serials(),
-                          request_digest=self.digest, policy_version=self.policy.policy_version),
+                          request_digest=self.digest, policy_version=self.policy.policy_version,
+                          step_retry=self.step_retry),
             id=shipment_id(self.request.transfer_id),
             static_summary=f"shipment {self.request.donor} → hub → {self.request.recipient} unit",
         )
@@ -504,18 +507,6 @@ class TransferWorkflow:
         self.congress = state
         workflow.upsert_search_attributes([sa.CONGRESSIONAL_REVIEW.value_set(state)])
         self._show()
-
-    async def _flag(self, reason: str) -> None:
-        self.attention = reason
-        self._count(telemetry.ATTENTION_RAISED, "transfers flagged as needing attention")
-        workflow.upsert_search_attributes([sa.NEEDS_ATTENTION.value_set(True), sa.BLOCKED_REASON.value_set(reason)])
-        await self._record("NEEDS_ATTENTION", ENGINE, "system", {"needs_attention": True, "blocked_reason": reason})
-
-    async def _clear_flag(self) -> None:
-        self.attention = None
-        self._count(telemetry.ATTENTION_CLEARED, "needs-attention flags cleared")
-        workflow.upsert_search_attributes([sa.NEEDS_ATTENTION.value_set(False), sa.BLOCKED_REASON.value_unset()])
-        await self._record("ATTENTION_CLEARED", ENGINE, "system", {"needs_attention": False, "blocked_reason": None})
 
     async def _record(self, event_type: str, actor: str, role: str, payload: dict[str, Any]) -> None:
         await self.trail.record(event_type, self.stage, actor, role, payload, request_digest=self.digest,

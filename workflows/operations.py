@@ -1,0 +1,111 @@
+"""Steps that can get stuck, and the operator's way out (DESIGN.md §3 "Ops").
+
+A side-effect step whose bounded retries run out does not fail the transfer: the workflow flags
+NeedsAttention with the reason and waits for an operator's `ops_retry`, or `ops_skip` (with a reason; refused for
+irreversible steps). Every flag, retry and skip is in the audit history with the operator's identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from tpt import search_attributes as sa
+    from tpt import telemetry
+    from tpt.messages import OpsAction, StepRetry, StuckStep
+    from workflows.refusal import refuse
+
+T = TypeVar("T")
+ENGINE = "tpt-engine"
+
+
+def retry_policy(config: StepRetry) -> RetryPolicy:
+    return RetryPolicy(initial_interval=config.first_backoff, maximum_interval=config.max_backoff,
+                       maximum_attempts=config.attempts)
+
+
+def failure_reason(step: str, err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
+        return f"{step} timed out ({kind}) on every attempt"
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    return f"{step} failed after its retries: {message}"
+
+
+class Operable:
+    """Mixin for workflows with operable steps; the class provides `_record(event_type, actor, role, payload)`."""
+
+    stuck: StuckStep | None = None
+    _ops_decision: tuple[str, OpsAction] | None = None
+
+    async def _record(self, event_type: str, actor: str, role: str, payload: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def run_step(self, step: str, call: Callable[[], Awaitable[T]], *, irreversible: bool = False) -> T | None:
+        """Run a step; when its retries are exhausted, wait for an operator. None when the operator skipped it."""
+        while True:
+            try:
+                return await call()
+            except ActivityError as err:
+                self.stuck = StuckStep(step=step, reason=failure_reason(step, err), irreversible=irreversible,
+                                       since=workflow.now())
+            await self._flag(self.stuck.reason)
+            await workflow.wait_condition(lambda: self._ops_decision is not None)
+            assert self._ops_decision is not None
+            (kind, _), self._ops_decision, self.stuck = self._ops_decision, None, None
+            await self._clear_flag()
+            if kind == "skip":
+                return None
+
+    @workflow.update
+    async def ops_retry(self, action: OpsAction) -> StuckStep:
+        stuck = self._stuck_or_refuse()
+        await self._record("OPS_RETRY", action.operator, "operator", {"step": stuck.step, "reason": action.reason})
+        self._ops_decision = ("retry", action)
+        return stuck
+
+    @ops_retry.validator
+    def _validate_ops_retry(self, action: OpsAction) -> None:
+        self._stuck_or_refuse()
+
+    @workflow.update
+    async def ops_skip(self, action: OpsAction) -> StuckStep:
+        stuck = self._stuck_or_refuse()
+        await self._record("OPS_SKIP", action.operator, "operator", {"step": stuck.step, "reason": action.reason})
+        self._ops_decision = ("skip", action)
+        return stuck
+
+    @ops_skip.validator
+    def _validate_ops_skip(self, action: OpsAction) -> None:
+        stuck = self._stuck_or_refuse()
+        if stuck.irreversible:
+            raise refuse(f"{stuck.step} is irreversible and cannot be skipped; fix the cause and retry it")
+
+    @workflow.query
+    def stuck_step(self) -> StuckStep | None:
+        return self.stuck
+
+    def _stuck_or_refuse(self) -> StuckStep:
+        if self.stuck is None or self._ops_decision is not None:
+            raise refuse("no step is waiting for an operator here")
+        return self.stuck
+
+    async def _flag(self, reason: str) -> None:
+        self.attention = reason
+        workflow.metric_meter().create_counter(telemetry.ATTENTION_RAISED, "steps flagged for an operator").add(1)
+        workflow.upsert_search_attributes([sa.NEEDS_ATTENTION.value_set(True), sa.BLOCKED_REASON.value_set(reason)])
+        await self._record("NEEDS_ATTENTION", ENGINE, "system", {"needs_attention": True, "blocked_reason": reason})
+
+    async def _clear_flag(self) -> None:
+        self.attention = None
+        workflow.metric_meter().create_counter(telemetry.ATTENTION_CLEARED, "attention flags cleared").add(1)
+        workflow.upsert_search_attributes([sa.NEEDS_ATTENTION.value_set(False), sa.BLOCKED_REASON.value_unset()])
+        await self._record("ATTENTION_CLEARED", ENGINE, "system", {"needs_attention": False, "blocked_reason": None})
+
+    attention: str | None = None

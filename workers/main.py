@@ -105,7 +105,7 @@ async def _run_until_stopped(worker: Worker, stop: asyncio.Event, health: Health
                              settings: Settings) -> None:
     running = asyncio.create_task(worker.run())
     stopping = asyncio.create_task(stop.wait())
-    log.info("worker running", task_queue=settings.task_queue, temporal=settings.temporal_address,
+    log.info("worker starting", task_queue=settings.task_queue, temporal=settings.temporal_address,
              namespace=settings.temporal_namespace, health_port=settings.health_port or None)
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if running.done():  # stopped without being asked: Temporal refused the worker, or it failed fatally

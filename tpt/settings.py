@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=_default_state_dir)
     ui_port: int = 8233
     embedded_pg_port: int = 55432
-    metrics_port: int = 9464
+    metrics_port: int = Field(9464, description="port of `tpt dev`'s Prometheus metrics (on 127.0.0.1)")
+    metrics_bind: str | None = Field(
+        None, description="host:port where `tpt worker` serves Prometheus metrics, e.g. 0.0.0.0:9464; unset: none"
+    )
     db_pool_min: int = 1
     db_pool_max: int = 10
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -24,6 +24,7 @@ from tpt.audit.store import AuditStore
 from tpt.cli_support import EXIT_BAD_INPUT, EXIT_UNREACHABLE, fail
 from tpt.client import connect
 from tpt.settings import Settings
+from tpt.telemetry import install_metrics
 from workers.health import HealthServer
 from workers.transfer_worker import build_worker
 
@@ -78,6 +79,8 @@ async def run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     url = settings.worker_database_url or settings.database_url
     assert url, "database URL required"
+    if settings.metrics_bind:
+        log.info("metrics served", url=install_metrics(settings.metrics_bind))
     readiness = Readiness()
     async with probes(settings, readiness) as health, AuditStore.open(
         url, settings.db_pool_min, settings.db_pool_max

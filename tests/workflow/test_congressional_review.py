@@ -10,6 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tpt.audit.store import AuditStore
 from tpt.client import TransferClient
+from tpt.contract import TransferRequest
 from tpt.messages import Amendment, EmergencyWaiver, JointResolution, UsDecision, UsOutcome
 from tpt.stages import Stage
 
@@ -26,6 +27,12 @@ async def approve_individually(tpt: TransferClient, tid: str) -> None:
     await tpt.us_decision(tid, UsDecision(reviewer="pm.rsat.reviewer", office="PM_RSAT", outcome=UsOutcome.APPROVE,
                                           provisos=["no re-transfer without consent"],
                                           request_digest=status.request_digest))
+
+
+async def into_congressional_review(tpt: TransferClient, request: TransferRequest) -> None:
+    await tpt.submit(request)
+    await drive_until(tpt, request, stop=Stage.US_REVIEW)
+    await approve_individually(tpt, request.transfer_id)
 
 
 @pytest.mark.parametrize(("recipient", "days"), [("UA", 30), ("PL", 15)])
@@ -66,11 +73,9 @@ async def test_emergency_waiver_ends_the_review_at_once(
 ) -> None:
     tpt = TransferClient(time_env.client, task_queue)
     request = example("patriot-de")
+    tid = request.transfer_id
     async with running_worker(time_env.client, audit_store, task_queue):
-        await tpt.submit(request)
-        tid = request.transfer_id
-        await drive_until(tpt, request, stop=Stage.US_REVIEW)
-        await approve_individually(tpt, tid)
+        await into_congressional_review(tpt, request)
         entered = (await tpt.status(tid)).stage_entered_at
         await tpt.emergency_waiver(tid, WAIVER)
         status = await drive_until(tpt, request, stop=Stage.SHIPMENT)
@@ -88,11 +93,9 @@ async def test_joint_resolution_blocks_the_transfer(
 ) -> None:
     tpt = TransferClient(time_env.client, task_queue)
     request = example("patriot-de")
+    tid = request.transfer_id
     async with running_worker(time_env.client, audit_store, task_queue):
-        await tpt.submit(request)
-        tid = request.transfer_id
-        await drive_until(tpt, request, stop=Stage.US_REVIEW)
-        await approve_individually(tpt, tid)
+        await into_congressional_review(tpt, request)
         await time_env.sleep(timedelta(days=10))
         await tpt.joint_resolution(tid, JointResolution(recorder="state.h.liaison",
                                                         citation="H.J.Res. 1 (119th Congress), enacted"))

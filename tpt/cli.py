@@ -6,9 +6,11 @@ import sys
 
 import typer
 
+from tpt import transfer_cli
 from tpt.audit.cli import app as audit_app
 from tpt.bench.cli import app as bench_app
 from tpt.cli_support import EXIT_BAD_INPUT, fail, load_settings, run
+from tpt.ops.cli import app as ops_app
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Authorize and track third-party transfers to Ukraine.")
@@ -16,6 +18,20 @@ db_app = typer.Typer(no_args_is_help=True, help="The audit database.")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
+app.add_typer(ops_app, name="ops")
+# Transfers: submit and follow them, send the decisions (exit codes in tpt/transfer_cli.py).
+app.command("submit")(transfer_cli.submit)
+app.command("status")(transfer_cli.status)
+app.command("list")(transfer_cli.list_transfers)
+app.command("watch")(transfer_cli.watch)
+app.command("sign-off")(transfer_cli.sign_off)
+app.command("decide")(transfer_cli.decide)
+app.command("handover")(transfer_cli.handover)
+app.command("backfill")(transfer_cli.backfill)
+app.command("withdraw")(transfer_cli.withdraw)
+app.command("amend")(transfer_cli.amend)
+app.command("waive")(transfer_cli.waive)
+app.command("inventory")(transfer_cli.inventory)
 
 
 @app.command()
@@ -34,12 +50,13 @@ def dev(demo: bool = typer.Option(False, help="Submit a demo transfer and drive 
 
 @app.command()
 def worker() -> None:
-    """Run a worker against an existing Temporal server and audit database (TPT_DATABASE_URL)."""
+    """Run a worker against an existing Temporal server and audit database (TPT_WORKER_DATABASE_URL)."""
     from workers.main import run_worker
 
     settings = load_settings()
-    if not settings.database_url:
-        fail("TPT_DATABASE_URL is not set: a standalone worker needs the audit database's URL", EXIT_BAD_INPUT)
+    if not (settings.worker_database_url or settings.database_url):
+        fail("neither TPT_WORKER_DATABASE_URL nor TPT_DATABASE_URL is set: a standalone worker needs the audit "
+             "database's URL", EXIT_BAD_INPUT)
     run(run_worker(settings))
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import gc
 import re
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +25,6 @@ from temporalio.service import TLSConfig
 from tpt.contract import TransferRequest
 from tpt.errors import DecisionRefused, TemporalUnreachable, TransferConflict, TransferNotFound, translated
 from tpt.ids import backfill_id, shipment_id
-from workflows.details import request_details
 from tpt.messages import (
     Amendment,
     BackfillRecord,
@@ -35,6 +36,7 @@ from tpt.messages import (
     JointResolution,
     ShipmentStatus,
     SignOff,
+    StepRetry,
     TransferInput,
     TransferStatus,
     UsDecision,
@@ -44,6 +46,7 @@ from tpt.request_file import parse_request
 from tpt.settings import Settings
 from tpt.stages import Stage
 from tpt.visibility import TransferSummary, summarize, transfer_query
+from workflows.details import request_details
 
 if TYPE_CHECKING:
     from tpt.audit.events import AuditEvent
@@ -90,8 +93,9 @@ class TransferClient:
     """Submit transfers and send decisions. Updates return the transfer's status once the decision is
     recorded in the audit history; a refusal raises DecisionRefused with the workflow's reason."""
 
-    query_timeout = timedelta(seconds=10)  # how long a query or update waits for a worker to answer
-    update_timeout = timedelta(seconds=60)
+    # Past these, a missing worker is reported (WorkerUnavailable) rather than waited for indefinitely.
+    query_timeout = timedelta(seconds=10)  # a status query
+    update_timeout = timedelta(seconds=60)  # a decision: accepted, recorded in the audit store, answered
     child_start_polls = 50  # × 0.1 s: how long a handover or backfill record waits for its child workflow to start
 
     def __init__(self, client: Client, task_queue: str):
@@ -112,18 +116,33 @@ class TransferClient:
             raise TemporalUnreachable(settings.temporal_address, _connect_failure(err)) from err
         return cls(client, settings.task_queue)
 
+    async def close(self) -> None:
+        """Let go of the connection; call it before a short-lived script exits. Without it, the Temporal client's
+        Rust threads can abort interpreter teardown ("PyGILState_Release", temporalio/sdk-python#300)."""
+        del self.client  # dropped while the interpreter is whole, not during its teardown
+        gc.collect()
+        await asyncio.sleep(0.05)
+
+    async def __aenter__(self) -> TransferClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
     @property
     def address(self) -> str:
         return self.client.service_client.config.target_host
 
     async def submit(self, request: TransferRequest | Mapping[str, Any], deadlines: Deadlines | None = None,
-                     policy_version: str | None = None) -> WorkflowHandle[Any, TransferStatus]:
+                     policy_version: str | None = None, step_retry: StepRetry | None = None,
+                     ) -> WorkflowHandle[Any, TransferStatus]:
         """Start the transfer; idempotent on its id: the same request again returns the existing handle, a
         different one raises TransferConflict. A mapping is validated first (TransferValidationError)."""
-        return (await self.ensure_submitted(request, deadlines, policy_version)).handle
+        return (await self.ensure_submitted(request, deadlines, policy_version, step_retry)).handle
 
     async def ensure_submitted(self, request: TransferRequest | Mapping[str, Any], deadlines: Deadlines | None = None,
-                               policy_version: str | None = None) -> Submission:
+                               policy_version: str | None = None, step_retry: StepRetry | None = None,
+                               ) -> Submission:
         """`submit`, also telling whether this call started the workflow."""
         from workflows.transfer import TransferWorkflow, initial_search_attributes
 
@@ -132,14 +151,15 @@ class TransferClient:
             with self._translated(request.transfer_id):
                 handle = await self.client.start_workflow(
                     TransferWorkflow.run,
-                    TransferInput(request=request, deadlines=deadlines or Deadlines(), policy_version=policy_version),
+                    TransferInput(request=request, deadlines=deadlines or Deadlines(), policy_version=policy_version,
+                                  step_retry=step_retry or StepRetry()),
                     id=request.transfer_id, task_queue=self.task_queue,
                     # FAIL (not USE_EXISTING) so a running duplicate is reported and compared below.
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                     search_attributes=initial_search_attributes(request),
                     static_summary=_summary(request),
-            static_details=request_details(request),
+                    static_details=request_details(request),
                 )
             return Submission(handle, created=True)
         except WorkflowAlreadyStartedError:
@@ -216,7 +236,7 @@ class TransferClient:
 
     # --- internals ---------------------------------------------------------------------------------------
 
-    def _translated(self, transfer_id: str) -> Any:
+    def _translated(self, transfer_id: str) -> AbstractContextManager[None]:
         return translated(transfer_id, self.address, self.task_queue)
 
     async def _update(self, transfer_id: str, name: str, message: object) -> TransferStatus:
@@ -236,8 +256,9 @@ class TransferClient:
             except TransferNotFound:
                 current = (await self.status(transfer_id)).stage  # TransferNotFound again for an unknown transfer
                 if current is not stage:
-                    raise DecisionRefused(transfer_id, f"{name} is accepted once the transfer reaches {stage.value}; "
-                                                       f"it is in {current.value}") from None
+                    what = name.removeprefix("record_")  # handover, backfill
+                    raise DecisionRefused(transfer_id, f"a {what} is accepted once the transfer reaches "
+                                                       f"{stage.value}; it is in {current.value}") from None
                 await asyncio.sleep(0.1)
         raise DecisionRefused(transfer_id, f"the {stage.value} workflow has not started; try again in a moment")
 

@@ -19,7 +19,7 @@ from tpt.client import TransferClient
 from tpt.contract import TransferRequest
 from tpt.demo import SimulatedParties
 from tpt.ids import shipment_id
-from tpt.messages import OpsAction, ShipmentStatus, StepRetry, TransferInput
+from tpt.messages import OpsAction, ShipmentStatus, StepRetry
 from tpt.ops.client import OpsClient, OpsRefused
 from tpt.stages import Stage
 
@@ -50,15 +50,6 @@ class FaultyNotifier:
         return f"msg:{office}"
 
 
-async def submit_fast(tpt: TransferClient, request: TransferRequest) -> None:
-    """Submit with short step retries, so the fault exhausts them in well under a second."""
-    from workflows.transfer import TransferWorkflow, initial_search_attributes
-
-    await tpt.client.start_workflow(
-        TransferWorkflow.run, TransferInput(request=request, step_retry=FAST_RETRY), id=request.transfer_id,
-        task_queue=tpt.task_queue, search_attributes=initial_search_attributes(request))
-
-
 async def flagged(client: Client, workflow_id: str) -> bool:
     found = (await client.get_workflow_handle(workflow_id).describe()).typed_search_attributes
     return found.get(sa.NEEDS_ATTENTION) is True
@@ -68,7 +59,7 @@ async def test_a_transient_fault_heals_by_itself(client: Client, audit_store: Au
     tpt, notifier = TransferClient(client, task_queue), FaultyNotifier(failures=2)
     request = example("javelin-lt")
     async with running_worker(client, audit_store, task_queue, notifier):  # type: ignore[arg-type]
-        await submit_fast(tpt, request)
+        await tpt.submit(request, step_retry=FAST_RETRY)
         status = await drive_until(tpt, request, stop=Stage.BACKFILL)
         await tpt.handle(request.transfer_id).terminate("test done")
     assert status.stage is Stage.BACKFILL and notifier.calls == 4  # two failures, then both offices
@@ -86,7 +77,7 @@ async def test_a_permanent_fault_waits_for_an_operator_then_retry_completes(
     tid, child = request.transfer_id, shipment_id(request.transfer_id)
     ops = OpsClient(client)
     async with running_worker(client, audit_store, task_queue, notifier):  # type: ignore[arg-type]
-        await submit_fast(tpt, request)
+        await tpt.submit(request, step_retry=FAST_RETRY)
         await deliver(tpt, request)
         await eventually(lambda: _stuck(ops, tid), timeout=30)
         await eventually(lambda: flagged(client, child))
@@ -125,7 +116,7 @@ async def test_skip_goes_on_and_nothing_else_is_skippable(
     request = example("javelin-lt")
     tid = request.transfer_id
     async with running_worker(client, audit_store, task_queue, FaultyNotifier()):  # type: ignore[arg-type]
-        await submit_fast(tpt, request)
+        await tpt.submit(request, step_retry=FAST_RETRY)
         with pytest.raises(LookupError, match="no step of"):
             await ops.skip(tid, OpsAction(operator="ops.duty@tpt", reason="nothing to skip yet"))
         await deliver(tpt, request)

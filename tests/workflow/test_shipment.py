@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
@@ -84,3 +86,26 @@ async def test_withdrawal_after_a_leg_has_left_is_refused_and_delivery_notifies_
     types = await event_types(audit_store, tid)
     assert "WITHDRAWAL" not in types
     assert types.count("HANDOVER") == 3 and types.index("SHIPMENT_DELIVERED") < types.index("SCO_NOTIFIED")
+
+
+async def test_the_same_handover_sent_twice_at_once_counts_once(
+    client: Client, audit_store: AuditStore, task_queue: str
+) -> None:
+    """Validators of updates delivered together all run before any handler: handlers must check again."""
+    tpt = TransferClient(client, task_queue)
+    request = example("javelin-lt")
+    serials = [s for item in request.items for s in item.serials]
+    tid = request.transfer_id
+    async with running_worker(client, audit_store, task_queue):
+        await tpt.submit(request)
+        await drive_until(tpt, request, stop=Stage.SHIPMENT)
+        await tpt.record_handover(tid, leg1(serials))  # the child is up; its next leg is hub-to-border
+        leg2 = Handover(leg="hub-to-border", from_party="Rzeszów-Jasionka hub", to_party="UA border",
+                        serials=serials)
+        results = await asyncio.gather(*(tpt.record_handover(tid, leg2) for _ in range(4)), return_exceptions=True)
+        await tpt.handle(tid).terminate("test done")
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    assert len(accepted) == 1, results
+    assert all("next leg is 'border-to-unit'" in str(getattr(r, "cause", r)) or "next leg" in str(r)
+               for r in results if isinstance(r, BaseException))
+    assert (await event_types(audit_store, tid)).count("HANDOVER") == 2

@@ -98,8 +98,9 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="session")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A fresh time-skipping server per test: one test's outstanding activities must not hold another's clock."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(default_binary("temporal-test-server")),
         data_converter=pydantic_data_converter,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -73,10 +74,20 @@ def db_migrate() -> None:
 
 
 def main() -> None:
+    """Run a command, then end the process at once: a Temporal client's threads can abort interpreter
+    teardown ("PyGILState_Release", temporalio/sdk-python#300), turning a clean exit into a crash."""
+    code: int = 0
     try:
         app()
+    except SystemExit as done:
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ class SimulatedParties:
 
     async def _sign(self, status: TransferStatus) -> bool:
         signed = {s.role for s in status.signatures}
+        if len(signed) >= status.quorum:  # quorum met: the transfer is about to move on
+            return False
         role, people = next((r, p) for r, p in self.registry.signoff.seats.items() if r not in signed)
         await self.client.sign_off(self.request.transfer_id, SignOff(
             signer=people[0], nation=self.request.donor, role=role, approve=True,
@@ -87,7 +89,8 @@ class SimulatedParties:
         return True
 
     async def _review(self, status: TransferStatus) -> bool:
-        assert status.policy is not None
+        if status.us_decision is not None or status.policy is None or status.policy.fast_track:
+            return False  # decided, or consented by framework: the transfer is about to move on
         office = status.policy.route.value
         await self.client.us_decision(self.request.transfer_id, UsDecision(
             reviewer=self.registry.reviewers[office][0], office=office, outcome=UsOutcome.APPROVE,
@@ -96,6 +99,8 @@ class SimulatedParties:
         return True
 
     async def _waive(self, status: TransferStatus) -> bool:
+        if status.congressional_review != "RUNNING":
+            return False
         await self.client.emergency_waiver(self.request.transfer_id, EmergencyWaiver(
             official=self.registry.waiver_officials[0],
             justification="Emergency: imminent threat to Ukrainian air defence; the demo cannot wait 30 days."))

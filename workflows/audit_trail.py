@@ -14,6 +14,11 @@ with workflow.unsafe.imports_passed_through():
     from tpt.audit.events import NewAuditEvent, event_id
     from tpt.stages import Stage
 
+# Appends were local activities, which run inside a workflow task: a worker killed after the append but before
+# the task completed left a row the history never knew, and the retried task met it as a conflict. As regular
+# activities they are scheduled by the completed task itself, with their input fixed in history.
+AUDIT_AS_ACTIVITY = "audit-append-as-activity"
+
 # A Postgres outage makes the transfer wait, never lose an event; only a conflicting body stops retries.
 AUDIT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -24,6 +29,8 @@ AUDIT_RETRY = RetryPolicy(
 
 class AuditTrail:
     def __init__(self, transfer_id: str, ordinals: dict[str, int] | None = None):
+        # Decided once, when the workflow is created, so that no later coroutine can meet the patch first.
+        self.via_activity = workflow.patched(AUDIT_AS_ACTIVITY)
         self.transfer_id = transfer_id
         self.ordinals: dict[str, int] = dict(ordinals or {})
         self.count = 0
@@ -40,9 +47,16 @@ class AuditTrail:
         )
         # One append at a time, so the chain's order is the order the workflow decided in.
         async with self._lock:
-            await workflow.execute_local_activity_method(
-                AuditActivities.record_audit_event, event,
-                start_to_close_timeout=timedelta(seconds=15), retry_policy=AUDIT_RETRY,
-                summary=f"audit: {event_type}",
-            )
+            if self.via_activity:
+                await workflow.execute_activity_method(
+                    AuditActivities.record_audit_event, event,
+                    start_to_close_timeout=timedelta(seconds=15), retry_policy=AUDIT_RETRY,
+                    summary=f"audit: {event_type}",
+                )
+            else:  # histories recorded before the patch replay as they ran
+                await workflow.execute_local_activity_method(
+                    AuditActivities.record_audit_event, event,
+                    start_to_close_timeout=timedelta(seconds=15), retry_policy=AUDIT_RETRY,
+                    summary=f"audit: {event_type}",
+                )
         self.count += 1

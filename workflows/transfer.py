@@ -428,6 +428,8 @@ class TransferWorkflow(Operable):
         if self.stage is Stage.US_REVIEW and self.policy:
             if self.us and self.us.outcome is UsOutcome.RETURN:
                 return [f"amendment by {self.request.requested_by} (returned by {self.us.reviewer})"]
+            if self.policy.fast_track:
+                return [f"automatic consent under framework {self.policy.framework_id}"]
             return [f"U.S. decision by {self.policy.route.value}"]
         if self.stage is Stage.CONGRESSIONAL_REVIEW and self.congress_ends:
             return [f"end of congressional review {self.congress_ends:%Y-%m-%d %H:%M} UTC (or emergency waiver)"]

@@ -37,6 +37,10 @@ async def record(name: str, example_name: str) -> None:
         (HERE / f"{name}-{kind}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
 
 
+# Bump when recording histories of a new workflow version; v1: audit appends as local activities,
+# v2: as regular activities (patch "audit-append-as-activity").
+VERSION = "v2"
+
 if __name__ == "__main__":
-    asyncio.run(record("v1-fast-track", "javelin-lt"))
-    asyncio.run(record("v1-full-path", "patriot-de"))
+    asyncio.run(record(f"{VERSION}-fast-track", "javelin-lt"))
+    asyncio.run(record(f"{VERSION}-full-path", "patriot-de"))

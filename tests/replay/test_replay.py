@@ -26,8 +26,9 @@ def load(path: Path) -> WorkflowHistory:
 
 def test_the_fast_track_and_full_path_histories_are_committed() -> None:
     names = {p.stem for p in HISTORIES}
-    for path in ("fast-track", "full-path"):
-        assert {f"v1-{path}-transfer", f"v1-{path}-shipment", f"v1-{path}-backfill"} <= names
+    for version in ("v1", "v2"):
+        for path in ("fast-track", "full-path"):
+            assert {f"{version}-{path}-transfer", f"{version}-{path}-shipment", f"{version}-{path}-backfill"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
@@ -40,4 +41,4 @@ async def test_an_unguarded_change_to_the_commands_is_caught() -> None:
     replayer = Replayer(workflows=[TransferWorkflowWithAnUnguardedTimer, ShipmentWorkflow, BackfillWorkflow],
                         data_converter=pydantic_data_converter)
     with pytest.raises(NondeterminismError):
-        await replayer.replay_workflow(load(next(p for p in HISTORIES if p.stem == "v1-full-path-transfer")))
+        await replayer.replay_workflow(load(next(p for p in HISTORIES if p.stem == "v2-full-path-transfer")))

@@ -69,3 +69,15 @@ async def event_types(store: AuditStore, transfer_id: str) -> list[str]:
 
 async def stages_entered(store: AuditStore, transfer_id: str) -> list[str]:
     return [e.payload["to"] for e in await store.history(transfer_id) if e.event_type == "STAGE_ENTERED"]
+
+
+async def ended(tpt: TransferClient, transfer_id: str, timeout: float = 60.0) -> TransferStatus:
+    """The final status, read by query: on the time-skipping server a long poll for the result can time out
+    under load while the query answers at once."""
+    from ..conftest import eventually
+
+    async def final() -> TransferStatus | None:
+        status = await tpt.status(transfer_id)
+        return status if status.stage.is_terminal else None
+
+    return await eventually(final, timeout=timeout)

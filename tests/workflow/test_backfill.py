@@ -14,7 +14,7 @@ from tpt.ids import backfill_id
 from tpt.messages import BackfillMechanism, BackfillRecord, BackfillStep, Deadlines, EeumInventory
 from tpt.stages import Stage
 
-from .conftest import drive_until, event_types, example, running_worker
+from .conftest import drive_until, ended, event_types, example, running_worker
 
 REPORTER = "pl.mon.logistics"
 
@@ -54,7 +54,7 @@ async def test_partial_deliveries_over_years_complete_the_transfer(
         await time_env.sleep(timedelta(days=240))
         await final_delivery(time_env, tid, BackfillRecord(reporter=REPORTER, step=BackfillStep.DELIVERY,
                                                           quantity=required - 2 * first, reference="last"))
-        result = await tpt.handle(tid).result()
+        result = await ended(tpt, tid)
     assert result.stage is Stage.COMPLETED and result.backfill_replaced == required
     events = await audit_store.history(tid)
     deliveries = [e for e in events if e.event_type == "BACKFILL_RECORDED" and e.payload["step"] == "DELIVERY"]
@@ -85,7 +85,7 @@ async def test_backfill_continues_as_new_without_losing_state_or_events(
             await tpt.record_backfill(tid, BackfillRecord(reporter="lt.mod", step=step, **extra))
         await final_delivery(time_env, tid, BackfillRecord(reporter="lt.mod", step=BackfillStep.DELIVERY,
                                                            quantity=6, reference="all"))
-        result = await tpt.handle(tid).result()
+        result = await ended(tpt, tid)
     assert result.stage is Stage.COMPLETED
     types = await event_types(audit_store, tid)
     assert types.count("BACKFILL_REMINDER") >= 390

@@ -11,11 +11,11 @@ from temporalio.testing import WorkflowEnvironment
 from tpt.audit.store import AuditStore
 from tpt.client import TransferClient
 from tpt.contract import TransferRequest
-from tpt.messages import Amendment, EmergencyWaiver, JointResolution, UsDecision, UsOutcome
+from tpt.messages import Amendment, EmergencyWaiver, JointResolution, TransferStatus, UsDecision, UsOutcome
 from tpt.stages import Stage
 
 from ..conftest import eventually
-from .conftest import drive_until, event_types, example, running_worker, stages_entered
+from .conftest import drive_until, ended, event_types, example, running_worker, stages_entered
 
 WAIVER = EmergencyWaiver(official="state.secretary.delegate",
                          justification="An emergency exists requiring the immediate transfer in the national interest")
@@ -27,6 +27,11 @@ async def approve_individually(tpt: TransferClient, tid: str) -> None:
     await tpt.us_decision(tid, UsDecision(reviewer="pm.rsat.reviewer", office="PM_RSAT", outcome=UsOutcome.APPROVE,
                                           provisos=["no re-transfer without consent"],
                                           request_digest=status.request_digest))
+
+
+async def review_running(tpt: TransferClient, transfer_id: str) -> TransferStatus | None:
+    status = await tpt.status(transfer_id)
+    return status if status.congressional_review == "RUNNING" else None
 
 
 async def into_congressional_review(tpt: TransferClient, request: TransferRequest) -> None:
@@ -46,8 +51,8 @@ async def test_review_period_runs_its_days_then_shipment_starts(
         tid = request.transfer_id
         await drive_until(tpt, request, stop=Stage.US_REVIEW)
         await approve_individually(tpt, tid)
-        status = await tpt.status(tid)
-        assert status.stage is Stage.CONGRESSIONAL_REVIEW and status.congressional_review == "RUNNING"
+        status = await eventually(lambda: review_running(tpt, tid))
+        assert status.stage is Stage.CONGRESSIONAL_REVIEW
         assert status.policy is not None and status.policy.review_days == days
         assert status.congressional_review_ends == status.stage_entered_at + timedelta(days=days)
 
@@ -99,7 +104,7 @@ async def test_joint_resolution_blocks_the_transfer(
         await time_env.sleep(timedelta(days=10))
         await tpt.joint_resolution(tid, JointResolution(recorder="state.h.liaison",
                                                         citation="H.J.Res. 1 (119th Congress), enacted"))
-        result = await tpt.handle(tid).result()
+        result = await ended(tpt, tid)
     assert result.stage is Stage.BLOCKED and result.congressional_review == "BLOCKED"
     assert "H.J.Res. 1" in (result.outcome_reason or "")
     assert (await event_types(audit_store, tid))[-2:] == ["JOINT_RESOLUTION", "STAGE_ENTERED"]

@@ -12,9 +12,14 @@ from tpt.client import TransferClient
 from tpt.messages import Handover, Withdrawal
 from tpt.stages import Stage
 
+from ..conftest import eventually
 from .conftest import RecordingNotifier, drive_until, event_types, example, running_worker, stages_entered
 
 SERIALS = ["JAV-LT-0001", "JAV-LT-0002", "JAV-LT-0003", "JAV-LT-0004", "JAV-LT-0005", "JAV-LT-0006"]
+
+
+async def shipment_recorded(store: AuditStore, transfer_id: str) -> bool:
+    return "SHIPMENT" in [e.payload.get("to") for e in await store.history(transfer_id)]
 
 
 def leg1(serials: list[str]) -> Handover:
@@ -31,6 +36,7 @@ async def test_eeum_serial_mismatch_at_handover_is_refused(
     async with running_worker(client, audit_store, task_queue):
         await tpt.submit(request)
         await drive_until(tpt, request, stop=Stage.SHIPMENT)
+        await eventually(lambda: shipment_recorded(audit_store, tid))
         before = await event_types(audit_store, tid)
         wrong = [*serials[:-1], "JAV-FORGED-9"]
         with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -102,8 +108,13 @@ async def test_the_same_handover_sent_twice_at_once_counts_once(
         await tpt.record_handover(tid, leg1(serials))  # the child is up; its next leg is hub-to-border
         leg2 = Handover(leg="hub-to-border", from_party="Rzeszów-Jasionka hub", to_party="UA border",
                         serials=serials)
-        results = await asyncio.gather(*(tpt.record_handover(tid, leg2) for _ in range(4)), return_exceptions=True)
+    # No worker while they are sent: all four reach the next worker in one activation, as after a crash.
+    sent = [asyncio.create_task(tpt.record_handover(tid, leg2)) for _ in range(4)]
+    await asyncio.sleep(2)
+    async with running_worker(client, audit_store, task_queue):
+        results = await asyncio.gather(*sent, return_exceptions=True)
         await tpt.handle(tid).terminate("test done")
+    print("RESULTS", results)
     accepted = [r for r in results if not isinstance(r, BaseException)]
     assert len(accepted) == 1, results
     assert all("next leg is 'border-to-unit'" in str(getattr(r, "cause", r)) or "next leg" in str(r)

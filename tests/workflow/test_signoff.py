@@ -15,7 +15,7 @@ from tpt.messages import Amendment, Deadlines, SignOff
 from tpt.stages import Stage
 
 from ..conftest import eventually
-from .conftest import event_types, example, running_worker, stages_entered
+from .conftest import ended, event_types, example, running_worker, stages_entered
 
 
 def sign(signer: str, role: str, digest: str, approve: bool = True, nation: str = "DE") -> SignOff:
@@ -125,7 +125,7 @@ async def test_sign_off_reminder_then_expiry(
         assert "SIGNOFF_REMINDER" in await event_types(audit_store, request.transfer_id)
         assert (await tpt.status(request.transfer_id)).stage is Stage.ALLY_SIGNOFF
         await time_env.sleep(timedelta(days=25))
-        result = await tpt.handle(request.transfer_id).result()
+        result = await ended(tpt, request.transfer_id)
     assert result.stage is Stage.EXPIRED and "30 days" in (result.outcome_reason or "")
     types = await event_types(audit_store, request.transfer_id)
     assert types == ["TRANSFER_REQUESTED", "STAGE_ENTERED", "SIGN_OFF", "SIGNOFF_REMINDER", "STAGE_ENTERED"]

@@ -278,6 +278,9 @@ class TransferWorkflow(Operable):
 
     @workflow.update
     async def amend(self, amendment: Amendment) -> TransferStatus:
+        # Like a sign-off, an amendment sent right after submission waits for the request to be recorded.
+        await workflow.wait_condition(lambda: self.stage is not Stage.REQUESTED)
+        self._validate_amend(amendment)
         voided = len(self.signatures)
         self.request, self.version = amendment.request, self.version + 1
         self.digest, self.signatures, self.us, self.amended = self.request.digest(), [], None, True
@@ -294,7 +297,7 @@ class TransferWorkflow(Operable):
 
     @amend.validator
     def _validate_amend(self, amendment: Amendment) -> None:
-        if self.stage not in (Stage.ALLY_SIGNOFF, Stage.US_REVIEW) or self.framework_consent:
+        if self.stage not in (Stage.REQUESTED, Stage.ALLY_SIGNOFF, Stage.US_REVIEW) or self.framework_consent:
             raise refuse(f"amendments are accepted before U.S. consent only; transfer is in {self.stage.value}")
         if self.us is not None and self.us.outcome is UsOutcome.APPROVE:
             raise refuse("the United States has consented to this version; amendments are closed")

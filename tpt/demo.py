@@ -118,7 +118,9 @@ class SimulatedParties:
         legs, done, custodian = shipment["legs"], len(shipment["handovers"]), shipment["custodian"]
         if done >= len(legs):
             return False
-        receiver = "Rzeszów-Jasionka hub" if done == 0 else f"{self.request.recipient} receiving unit"
+        receivers = ["Rzeszów-Jasionka hub", f"{self.request.recipient} border crossing",
+                     f"{self.request.recipient} receiving unit"]
+        receiver = receivers[min(done, len(receivers) - 1)]
         await self.client.record_handover(self.request.transfer_id, Handover(
             leg=legs[done], from_party=custodian, to_party=receiver, serials=self._eeum_serials()))
         self.say(f"  handover {legs[done]}: {custodian} → {receiver}")

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint clean-state
+.PHONY: run test soak lint clean-state
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ run: $(STAMP)  ## the embedded stack, a worker and a demo transfer; Ctrl-C stops
 
 test: $(STAMP)  ## the whole suite against real Temporal servers and real Postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)  ## the long reliability variant: 500 transfers, 12 worker kills, 3 server restarts (about an hour)
+	TPT_RELIABILITY_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tpt workflows activities workers deploy tests

@@ -9,13 +9,13 @@ import asyncio
 import builtins
 import gc
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -23,7 +23,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import TLSConfig
 
 from tpt.contract import TransferRequest
-from tpt.errors import DecisionRefused, TemporalUnreachable, TransferConflict, TransferNotFound, translated
+from tpt.errors import (
+    DecisionRefused,
+    TemporalUnreachable,
+    TransferBusy,
+    TransferConflict,
+    TransferNotFound,
+    TransferValidationError,
+    translated,
+)
 from tpt.ids import backfill_id, shipment_id
 from tpt.messages import (
     Amendment,
@@ -42,6 +50,7 @@ from tpt.messages import (
     UsDecision,
     Withdrawal,
 )
+from tpt.payload_limits import check_size
 from tpt.request_file import parse_request
 from tpt.settings import Settings
 from tpt.stages import Stage
@@ -53,6 +62,31 @@ if TYPE_CHECKING:
     from tpt.audit.store import AuditStore
 
 R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
+
+
+def _decision(kind: type[M], message: object) -> M:
+    """The decision validated again as `kind` (a dict, another model, or one built with model_construct is checked
+    too) and within the payload limit, so a bad one is refused here, by name, before Temporal sees it."""
+    data = message.model_dump(mode="json") if isinstance(message, BaseModel) else message
+    try:
+        decision = kind.model_validate(data)
+    except ValidationError as err:
+        raise TransferValidationError.from_pydantic(err, whole=kind.__name__) from err
+    check_size(kind.__name__, decision)
+    return decision
+
+
+async def _again_while_busy(send: Callable[[], Awaitable[R]], attempts: int = 30) -> R:
+    """Send again a decision refused only because the transfer was moving on at that moment (TransferBusy)."""
+    for attempt in range(attempts):
+        try:
+            return await send()
+        except TransferBusy:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+    raise AssertionError("unreachable")
 
 
 async def connect(settings: Settings) -> Client:
@@ -147,12 +181,13 @@ class TransferClient:
         from workflows.transfer import TransferWorkflow, initial_search_attributes
 
         request = parse_request(request)
+        workflow_input = TransferInput(request=request, deadlines=deadlines or Deadlines(),
+                                       policy_version=policy_version, step_retry=step_retry or StepRetry())
+        check_size("request", workflow_input)
         try:
             with self._translated(request.transfer_id):
                 handle = await self.client.start_workflow(
-                    TransferWorkflow.run,
-                    TransferInput(request=request, deadlines=deadlines or Deadlines(), policy_version=policy_version,
-                                  step_retry=step_retry or StepRetry()),
+                    TransferWorkflow.run, workflow_input,
                     id=request.transfer_id, task_queue=self.task_queue,
                     # FAIL (not USE_EXISTING) so a running duplicate is reported and compared below.
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -175,32 +210,34 @@ class TransferClient:
                                                         rpc_timeout=self.query_timeout)
 
     async def sign_off(self, transfer_id: str, decision: SignOff) -> TransferStatus:
-        return await self._update(transfer_id, "sign_off", decision)
+        return await self._update(transfer_id, "sign_off", _decision(SignOff, decision))
 
     async def amend(self, transfer_id: str, amendment: Amendment) -> TransferStatus:
-        return await self._update(transfer_id, "amend", amendment)
+        return await self._update(transfer_id, "amend", _decision(Amendment, amendment))
 
     async def us_decision(self, transfer_id: str, decision: UsDecision) -> TransferStatus:
-        return await self._update(transfer_id, "us_decision", decision)
+        return await self._update(transfer_id, "us_decision", _decision(UsDecision, decision))
 
     async def emergency_waiver(self, transfer_id: str, waiver: EmergencyWaiver) -> TransferStatus:
-        return await self._update(transfer_id, "emergency_waiver", waiver)
+        return await self._update(transfer_id, "emergency_waiver", _decision(EmergencyWaiver, waiver))
 
     async def joint_resolution(self, transfer_id: str, resolution: JointResolution) -> TransferStatus:
-        return await self._update(transfer_id, "joint_resolution", resolution)
+        return await self._update(transfer_id, "joint_resolution", _decision(JointResolution, resolution))
 
     async def withdraw(self, transfer_id: str, withdrawal: Withdrawal) -> TransferStatus:
-        return await self._update(transfer_id, "withdraw", withdrawal)
+        return await self._update(transfer_id, "withdraw", _decision(Withdrawal, withdrawal))
 
     async def record_eeum_inventory(self, transfer_id: str, inventory: EeumInventory) -> TransferStatus:
-        return await self._update(transfer_id, "record_eeum_inventory", inventory)
+        return await self._update(transfer_id, "record_eeum_inventory", _decision(EeumInventory, inventory))
 
     async def record_handover(self, transfer_id: str, handover: Handover) -> ShipmentStatus:
-        return await self._child_update(transfer_id, shipment_id(transfer_id), "record_handover", handover,
+        return await self._child_update(transfer_id, shipment_id(transfer_id), "record_handover",
+                                        _decision(Handover, handover),
                                         ShipmentStatus, Stage.SHIPMENT)
 
     async def record_backfill(self, transfer_id: str, record: BackfillRecord) -> BackfillStatus:
-        return await self._child_update(transfer_id, backfill_id(transfer_id), "record_backfill", record,
+        return await self._child_update(transfer_id, backfill_id(transfer_id), "record_backfill",
+                                        _decision(BackfillRecord, record),
                                         BackfillStatus, Stage.BACKFILL)
 
     async def watch(self, transfer_id: str, interval: float = 0.5) -> AsyncIterator[TransferStatus]:
@@ -240,9 +277,11 @@ class TransferClient:
         return translated(transfer_id, self.address, self.task_queue)
 
     async def _update(self, transfer_id: str, name: str, message: object) -> TransferStatus:
-        with self._translated(transfer_id):
-            return await self.handle(transfer_id).execute_update(name, message, result_type=TransferStatus,
-                                                                 rpc_timeout=self.update_timeout)
+        async def send() -> TransferStatus:
+            with self._translated(transfer_id):
+                return await self.handle(transfer_id).execute_update(name, message, result_type=TransferStatus,
+                                                                     rpc_timeout=self.update_timeout)
+        return await _again_while_busy(send)
 
     async def _child_update(self, transfer_id: str, workflow_id: str, name: str, message: object,
                             result_type: type[R], stage: Stage) -> R:
@@ -250,9 +289,11 @@ class TransferClient:
         is just starting is waited for, briefly."""
         for _ in range(self.child_start_polls):
             try:
-                with self._translated(transfer_id):
-                    return await self.client.get_workflow_handle(workflow_id).execute_update(
-                        name, message, result_type=result_type, rpc_timeout=self.update_timeout)
+                async def send() -> R:
+                    with self._translated(transfer_id):
+                        return await self.client.get_workflow_handle(workflow_id).execute_update(
+                            name, message, result_type=result_type, rpc_timeout=self.update_timeout)
+                return await _again_while_busy(send)
             except TransferNotFound:
                 current = (await self.status(transfer_id)).stage  # TransferNotFound again for an unknown transfer
                 if current is not stage:

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tpt import canonical, reference
+from tpt.text import no_control_characters
 
 USML_CATEGORIES: tuple[str, ...] = (
     "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI",
@@ -41,8 +42,9 @@ _NSN = re.compile(r"^(\d{4})-?(\d{2})-?(\d{3})-?(\d{4})$")
 _TRANSFER_ID = re.compile(r"^TPT-[A-Z0-9-]{3,60}$")
 _FMS_CASE = re.compile(r"^[A-Z0-9]{2}-[A-Z]-[A-Z0-9]{3}$")
 _LICENCE = re.compile(r"^[A-Z0-9][A-Z0-9./ -]{2,39}$")
-_ACTOR = re.compile(r"^\S{1,200}$")
-_SERIAL = re.compile(r"^\S{1,64}$")
+# \S alone would let control characters through; Postgres cannot store U+0000 at all.
+_ACTOR = re.compile(r"^[^\s\x00-\x1f\x7f]{1,200}$")
+_SERIAL = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
 
 
 def _refuse(kind: str, message: str) -> PydanticCustomError:
@@ -85,7 +87,7 @@ def _usd(value: Decimal) -> Decimal:
 
 
 def _text(value: str) -> str:
-    text = value.strip()
+    text = no_control_characters(value.strip())
     if not text:
         raise _refuse("blank", "must not be blank; give a value")
     return text
@@ -447,18 +449,20 @@ _PLAIN_MESSAGES = {
 }
 
 
-def error_path(loc: Sequence[int | str]) -> str:
-    """`("items", 2, "serials")` → `items[2].serials`; the empty path is the request itself."""
+def error_path(loc: Sequence[int | str], whole: str = "request") -> str:
+    """`("items", 2, "serials")` → `items[2].serials`; the empty path is the input itself, named `whole`."""
     path = ""
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "request"
+    return path or whole
+
+
+def validation_problems(err: ValidationError, whole: str = "request") -> list[tuple[str, str]]:
+    """(field path, what is wrong; what to do) for each problem, straight from pydantic's details, so a path
+    holding any character (even a line separator) stays whole."""
+    return [(error_path(d["loc"], whole), _PLAIN_MESSAGES.get(d["type"], d["msg"])) for d in err.errors()]
 
 
 def format_validation_error(err: ValidationError) -> str:
     """One line per problem: `<field path>: <what is wrong>; <what to do>`."""
-    lines = []
-    for detail in err.errors():
-        message = _PLAIN_MESSAGES.get(detail["type"], detail["msg"])
-        lines.append(f"{error_path(detail['loc'])}: {message}")
-    return "\n".join(lines)
+    return "\n".join(f"{path}: {message}" for path, message in validation_problems(err))

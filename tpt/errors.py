@@ -6,6 +6,7 @@ each class to one exit code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -14,10 +15,12 @@ from temporalio.client import RPCTimeoutOrCancelledError, WorkflowQueryFailedErr
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from tpt.contract import format_validation_error
+from tpt.contract import validation_problems
 
 REFUSED_TYPE = "DecisionRefused"  # the ApplicationError type of workflows/refusal.py
+BUSY_TYPE = "TransferBusy"  # workflows/task_guard.py: the transfer was moving on; the same decision may be sent again
 START_HINT = "is the stack running? start it with `tpt dev`"
+_OVER_SIZE = re.compile(r"size limit|larger than max|too large|exceeds", re.I)
 
 
 class TransferError(Exception):
@@ -32,10 +35,9 @@ class TransferValidationError(TransferError):
         super().__init__("\n".join(f"{path}: {message}" for path, message in self.problems))
 
     @classmethod
-    def from_pydantic(cls, err: ValidationError) -> TransferValidationError:
-        # format_validation_error words the messages for people; each line is `<path>: <message>`.
-        lines = (line.partition(": ") for line in format_validation_error(err).splitlines())
-        return cls([(path, message) for path, _, message in lines])
+    def from_pydantic(cls, err: ValidationError, whole: str = "request") -> TransferValidationError:
+        """`whole` names the input itself in a problem with no field path."""
+        return cls(validation_problems(err, whole))
 
     @property
     def paths(self) -> list[str]:
@@ -74,6 +76,10 @@ class DecisionRefused(TransferError, WorkflowUpdateFailedError):
         return self._refusal
 
 
+class TransferBusy(DecisionRefused):
+    """Refused only because the transfer was moving to its next step at that moment; the SDK sends it again."""
+
+
 class TemporalUnreachable(TransferError):
     def __init__(self, address: str, detail: str, hint: str = START_HINT):
         self.address, self.detail = address, detail
@@ -108,6 +114,8 @@ def _refusal(workflow_id: str, err: WorkflowUpdateFailedError) -> TransferError:
     cause = err.cause
     if isinstance(cause, ApplicationError) and cause.type == REFUSED_TYPE:
         return DecisionRefused(workflow_id, cause.message, cause)
+    if isinstance(cause, ApplicationError) and cause.type == BUSY_TYPE:
+        return TransferBusy(workflow_id, cause.message, cause)
     return TransferError(f"{workflow_id}: the decision failed in the workflow: {cause}")
 
 
@@ -118,6 +126,9 @@ def _rpc_error(workflow_id: str, address: str, task_queue: str, err: RPCError) -
         return TransferNotFound(workflow_id)
     if err.status is RPCStatusCode.UNAVAILABLE:
         return TemporalUnreachable(address, err.message)
+    if _OVER_SIZE.search(err.message):
+        return TransferError(f"{workflow_id}: Temporal refused the call: it is over Temporal's size limit "
+                             f"({err.message}); shorten the request or decision, or split the transfer")
     if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
         return WorkerUnavailable(address, task_queue)  # our own timeout: the server waited for a worker
     return TransferError(f"{workflow_id}: Temporal refused the call: {err.message} ({err.status.name})")

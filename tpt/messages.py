@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tpt.contract import TransferRequest
+from tpt.contract import Serial, TransferRequest
 from tpt.policy import FrameworkAuthorization, PolicyDecision
 from tpt.registry import Registry
 from tpt.stages import Stage
+from tpt.text import LIST_MAX, Name, Note
+
+MAX_SERIALS = 20_000  # per handover or inventory: 64-character serials stay well inside a 2 MB payload
+Digest = Annotated[str, Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")]
 
 
 class _Message(BaseModel):
@@ -55,18 +60,18 @@ class TransferInput(_Message):
 class SignOff(_Message):
     """A donor signer's approval or rejection, bound to the request version the signer read."""
 
-    signer: str = Field(min_length=1)
+    signer: Name
     nation: str = Field(min_length=2, max_length=2)
-    role: str = Field(min_length=1)
+    role: Name
     approve: bool
-    request_digest: str = Field(min_length=64, max_length=64)
-    comment: str = ""
+    request_digest: Digest
+    comment: Note = ""
 
 
 class Amendment(_Message):
-    actor: str = Field(min_length=1)
+    actor: Name
     request: TransferRequest
-    reason: str = Field(min_length=1)
+    reason: Note = Field(min_length=1)
 
 
 class UsOutcome(StrEnum):
@@ -76,36 +81,36 @@ class UsOutcome(StrEnum):
 
 
 class UsDecision(_Message):
-    reviewer: str = Field(min_length=1)
-    office: str = Field(min_length=1)
+    reviewer: Name
+    office: Name
     outcome: UsOutcome
-    request_digest: str = Field(min_length=64, max_length=64)
-    provisos: list[str] = Field(default_factory=list)
-    comment: str = ""
+    request_digest: Digest
+    provisos: list[Annotated[Note, Field(min_length=1)]] = Field(default_factory=list, max_length=LIST_MAX)
+    comment: Note = ""
 
 
 class EmergencyWaiver(_Message):
-    official: str = Field(min_length=1)
-    justification: str = Field(min_length=20, description="the written emergency justification")
+    official: Name
+    justification: Note = Field(min_length=20, description="the written emergency justification")
 
 
 class JointResolution(_Message):
-    recorder: str = Field(min_length=1)
-    citation: str = Field(min_length=1, description="e.g. H.J.Res. number and date of enactment")
+    recorder: Name
+    citation: Note = Field(min_length=1, description="e.g. H.J.Res. number and date of enactment")
 
 
 class Withdrawal(_Message):
-    actor: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
+    actor: Name
+    reason: Note = Field(min_length=1)
 
 
 class Handover(_Message):
     """One custody handover, recorded by the party handing over."""
 
-    leg: str = Field(min_length=1)
-    from_party: str = Field(min_length=1)
-    to_party: str = Field(min_length=1)
-    serials: list[str] = Field(default_factory=list)
+    leg: Name
+    from_party: Name
+    to_party: Name
+    serials: list[Serial] = Field(default_factory=list, max_length=MAX_SERIALS)
 
 
 class BackfillStep(StrEnum):
@@ -123,18 +128,18 @@ class BackfillMechanism(StrEnum):
 
 
 class BackfillRecord(_Message):
-    reporter: str = Field(min_length=1)
+    reporter: Name
     step: BackfillStep
     mechanism: BackfillMechanism | None = None
-    reference: str = ""
+    reference: Note = ""
     quantity: int = Field(0, ge=0)
 
 
 class OpsAction(_Message):
     """An operator's retry or skip of a stuck step; always audited with who and why."""
 
-    operator: str = Field(min_length=1)
-    reason: str = Field(min_length=3)
+    operator: Name
+    reason: Note = Field(min_length=3)
 
 
 class StuckStep(_Message):
@@ -145,8 +150,8 @@ class StuckStep(_Message):
 
 
 class EeumInventory(_Message):
-    inspector: str = Field(min_length=1)
-    serials: list[str]
+    inspector: Name
+    serials: list[Serial] = Field(max_length=MAX_SERIALS)
 
 
 # --- status (query) --------------------------------------------------------------------------------------

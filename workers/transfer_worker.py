@@ -13,6 +13,7 @@ from tpt.audit.store import AuditStore
 from workers.log_context import LogContextInterceptor
 from workflows.backfill import BackfillWorkflow
 from workflows.shipment import ShipmentWorkflow
+from workflows.task_guard import UpdateGuardInterceptor
 from workflows.transfer import TransferWorkflow
 
 WORKFLOWS = [TransferWorkflow, ShipmentWorkflow, BackfillWorkflow]
@@ -29,6 +30,6 @@ def build_worker(client: Client, store: AuditStore, task_queue: str, *, notifier
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=[audit.record_audit_event, load_reference_data, notify.notify_security_cooperation_offices],
-        interceptors=[LogContextInterceptor()],
+        interceptors=[LogContextInterceptor(), UpdateGuardInterceptor()],
         **options,  # type: ignore[arg-type]
     )

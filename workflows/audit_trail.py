@@ -13,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.audit import AUDIT_CONFLICT, AuditActivities
     from tpt.audit.events import NewAuditEvent, event_id
     from tpt.stages import Stage
+    from workflows.task_guard import note_run_coroutine_command
 
 # Appends were local activities, which run inside a workflow task: a worker killed after the append but before
 # the task completed left a row the history never knew, and the retried task met it as a conflict. As regular
@@ -38,6 +39,7 @@ class AuditTrail:
 
     async def record(self, event_type: str, stage: Stage, actor: str, role: str, payload: dict[str, Any], *,
                      request_digest: str, policy_version: str | None) -> None:
+        note_run_coroutine_command()
         ordinal = self.ordinals.get(event_type, 0) + 1
         self.ordinals[event_type] = ordinal
         event = NewAuditEvent(

@@ -71,7 +71,21 @@ async def database(pg_server: EmbeddedPostgres, request: pytest.FixtureRequest) 
     db = Database(pg_server, f"t_{module}_{uuid.uuid4().hex[:6]}")
     await ensure_database(pg_server.url(), db.name)
     await apply_migrations(db.admin_url)
+    await register_test_keys(db.admin_url)
     return db
+
+
+async def register_test_keys(admin_url: str) -> None:
+    """Every party the tests decide as has a registered key (tests/keys.py): transfers require signed decisions."""
+    from tpt.keys import store
+
+    from .keys import TEST_KEYS
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await store.add_all(conn, TEST_KEYS.registrations(), added_by="tests")
+    finally:
+        await conn.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -11,6 +11,8 @@ from tpt import transfer_cli
 from tpt.audit.cli import app as audit_app
 from tpt.bench.cli import app as bench_app
 from tpt.cli_support import EXIT_BAD_INPUT, fail, load_settings, run
+from tpt.codec import cli as codec_cli
+from tpt.keys.cli import app as keys_app
 from tpt.ops.cli import app as ops_app
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -20,6 +22,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
 app.add_typer(ops_app, name="ops")
+app.add_typer(codec_cli.app, name="codec")
+app.add_typer(keys_app, name="keys")
+app.command("codec-server")(codec_cli.codec_server)
 # Transfers: submit and follow them, send the decisions (exit codes in tpt/transfer_cli.py).
 app.command("submit")(transfer_cli.submit)
 app.command("status")(transfer_cli.status)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, SecretStr, ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import TLSConfig
 
@@ -42,6 +42,7 @@ from tpt.messages import (
     EmergencyWaiver,
     Handover,
     JointResolution,
+    OpsAction,
     ShipmentStatus,
     SignOff,
     StepRetry,
@@ -53,6 +54,7 @@ from tpt.messages import (
 from tpt.payload_limits import check_size
 from tpt.request_file import parse_request
 from tpt.settings import Settings
+from tpt.signing import DecisionContext, Keychain, Signer, decision_stage, ops_subject
 from tpt.stages import Stage
 from tpt.visibility import TransferSummary, summarize, transfer_query
 from workflows.details import request_details
@@ -63,6 +65,9 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
+D = TypeVar("D", SignOff, UsDecision, EmergencyWaiver, JointResolution, Withdrawal, Amendment, EeumInventory,
+            OpsAction)
+SignWith = Signer | Keychain | None  # one person's key, or several people's (each decision by its actor's key)
 
 
 def _decision(kind: type[M], message: object) -> M:
@@ -112,9 +117,17 @@ async def connect(settings: Settings) -> Client:
                         client_cert=pem("TPT_TEMPORAL_TLS_CERT", cert),
                         client_private_key=pem("TPT_TEMPORAL_TLS_KEY", key))
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter,
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=converter_for(settings),
         tls=tls, api_key=api_key,
     )
+
+
+def converter_for(settings: Settings) -> DataConverter:
+    """The pydantic converter with the payload-encryption codec of the configured keyring (tpt/codec); raises
+    KeyringError (a ValueError) naming the setting when the keyring is unusable."""
+    from tpt.codec import data_converter, keyring_for
+
+    return data_converter(keyring_for(settings))
 
 
 @dataclass(frozen=True)
@@ -132,9 +145,10 @@ class TransferClient:
     update_timeout = timedelta(seconds=60)  # a decision: accepted, recorded in the audit store, answered
     child_start_polls = 50  # × 0.1 s: how long a handover or backfill record waits for its child workflow to start
 
-    def __init__(self, client: Client, task_queue: str):
+    def __init__(self, client: Client, task_queue: str, signer: SignWith = None):
         self.client = client
         self.task_queue = task_queue
+        self.signer = signer  # signs every decision unless a call gives its own `signer=`
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, *, address: str | None = None,
@@ -209,26 +223,74 @@ class TransferClient:
             return await self.handle(transfer_id).query("status", result_type=TransferStatus,
                                                         rpc_timeout=self.query_timeout)
 
-    async def sign_off(self, transfer_id: str, decision: SignOff) -> TransferStatus:
-        return await self._update(transfer_id, "sign_off", _decision(SignOff, decision))
+    # Decisions. With a signer (here or on the client) each is signed over its fields and the context it is made in
+    # (transfer, request version, stage); transfers require signed decisions unless their worker says otherwise.
 
-    async def amend(self, transfer_id: str, amendment: Amendment) -> TransferStatus:
-        return await self._update(transfer_id, "amend", _decision(Amendment, amendment))
+    async def sign_off(self, transfer_id: str, decision: SignOff, signer: SignWith = None) -> TransferStatus:
+        d = _decision(SignOff, decision)
+        context = DecisionContext(transfer_id, d.request_digest, Stage.ALLY_SIGNOFF.value)
+        return await self._update(transfer_id, "sign_off", self._signed(d, "sign_off", d.signer, signer, context))
 
-    async def us_decision(self, transfer_id: str, decision: UsDecision) -> TransferStatus:
-        return await self._update(transfer_id, "us_decision", _decision(UsDecision, decision))
+    async def amend(self, transfer_id: str, amendment: Amendment, signer: SignWith = None) -> TransferStatus:
+        d = _decision(Amendment, amendment)
+        return await self._update(transfer_id, "amend", await self._sign_now(transfer_id, d, "amend", d.actor, signer))
 
-    async def emergency_waiver(self, transfer_id: str, waiver: EmergencyWaiver) -> TransferStatus:
-        return await self._update(transfer_id, "emergency_waiver", _decision(EmergencyWaiver, waiver))
+    async def us_decision(self, transfer_id: str, decision: UsDecision, signer: SignWith = None) -> TransferStatus:
+        d = _decision(UsDecision, decision)
+        context = DecisionContext(transfer_id, d.request_digest, Stage.US_REVIEW.value)
+        return await self._update(transfer_id, "us_decision",
+                                  self._signed(d, "us_decision", d.reviewer, signer, context))
 
-    async def joint_resolution(self, transfer_id: str, resolution: JointResolution) -> TransferStatus:
-        return await self._update(transfer_id, "joint_resolution", _decision(JointResolution, resolution))
+    async def emergency_waiver(self, transfer_id: str, waiver: EmergencyWaiver, signer: SignWith = None
+                               ) -> TransferStatus:
+        d = _decision(EmergencyWaiver, waiver)
+        return await self._update(transfer_id, "emergency_waiver", await self._sign_now(
+            transfer_id, d, "emergency_waiver", d.official, signer, Stage.CONGRESSIONAL_REVIEW))
 
-    async def withdraw(self, transfer_id: str, withdrawal: Withdrawal) -> TransferStatus:
-        return await self._update(transfer_id, "withdraw", _decision(Withdrawal, withdrawal))
+    async def joint_resolution(self, transfer_id: str, resolution: JointResolution, signer: SignWith = None
+                               ) -> TransferStatus:
+        d = _decision(JointResolution, resolution)
+        return await self._update(transfer_id, "joint_resolution", await self._sign_now(
+            transfer_id, d, "joint_resolution", d.recorder, signer, Stage.CONGRESSIONAL_REVIEW))
 
-    async def record_eeum_inventory(self, transfer_id: str, inventory: EeumInventory) -> TransferStatus:
-        return await self._update(transfer_id, "record_eeum_inventory", _decision(EeumInventory, inventory))
+    async def withdraw(self, transfer_id: str, withdrawal: Withdrawal, signer: SignWith = None) -> TransferStatus:
+        d = _decision(Withdrawal, withdrawal)
+        return await self._update(transfer_id, "withdraw",
+                                  await self._sign_now(transfer_id, d, "withdraw", d.actor, signer))
+
+    async def record_eeum_inventory(self, transfer_id: str, inventory: EeumInventory, signer: SignWith = None
+                                    ) -> TransferStatus:
+        d = _decision(EeumInventory, inventory)
+        return await self._update(transfer_id, "record_eeum_inventory", await self._sign_now(
+            transfer_id, d, "record_eeum_inventory", d.inspector, signer, Stage.BACKFILL))
+
+    async def refresh_signers(self, transfer_id: str) -> TransferStatus:
+        """Have the transfer load the signer registry again now (after a revocation), not at its next stage."""
+        with self._translated(transfer_id):
+            return await self.handle(transfer_id).execute_update("refresh_signers", result_type=TransferStatus,
+                                                                 rpc_timeout=self.update_timeout)
+
+    async def sign_ops_action(self, transfer_id: str, action: OpsAction, kind: str, signer: SignWith = None
+                              ) -> OpsAction:
+        """An operator's `ops_retry` or `ops_skip` signed for the step now stuck in the transfer or its shipment
+        (the signature names that step and since when, so it cannot be replayed on a later stall)."""
+        from tpt.messages import StuckStep
+
+        d = _decision(OpsAction, action)
+        for workflow_id, child_stage in ((transfer_id, None), (shipment_id(transfer_id), Stage.SHIPMENT)):
+            try:
+                with self._translated(transfer_id):
+                    stuck = await self.client.get_workflow_handle(workflow_id).query(
+                        "stuck_step", result_type=StuckStep, rpc_timeout=self.query_timeout)
+            except TransferNotFound:
+                continue
+            if stuck is None:
+                continue
+            status = await self.status(transfer_id)
+            stage = child_stage.value if child_stage else decision_stage(status.stage.value)
+            context = DecisionContext(transfer_id, status.request_digest, stage, ops_subject(stuck.step, stuck.since))
+            return self._signed(d, kind, d.operator, signer, context)
+        raise DecisionRefused(transfer_id, "no step of this transfer is waiting for an operator")
 
     async def record_handover(self, transfer_id: str, handover: Handover) -> ShipmentStatus:
         return await self._child_update(transfer_id, shipment_id(transfer_id), "record_handover",
@@ -272,6 +334,32 @@ class TransferClient:
             return [summarize(e) async for e in self.client.list_workflows(query, limit=limit)]
 
     # --- internals ---------------------------------------------------------------------------------------
+
+    def _signer_for(self, actor: str, signer: SignWith) -> Signer | None:
+        chosen = signer if signer is not None else self.signer
+        if isinstance(chosen, Keychain):
+            return chosen.for_actor(actor)
+        if chosen is not None and chosen.actor != actor:
+            raise TransferValidationError([("signer", f"the key {chosen.key_id} is {chosen.actor}'s, but the decision "
+                                                      f"is made by {actor}: sign with {actor}'s own key")])
+        return chosen
+
+    def _signed(self, decision: D, kind: str, actor: str, signer: SignWith, context: DecisionContext) -> D:
+        """Signed with the actor's key, if there is one; a decision that arrives signed is sent as it is."""
+        key = None if decision.signature is not None else self._signer_for(actor, signer)
+        if key is None:
+            return decision
+        return decision.model_copy(update={"signature": key.sign(decision, kind, context)})
+
+    async def _sign_now(self, transfer_id: str, decision: D, kind: str, actor: str, signer: SignWith,
+                        stage: Stage | None = None) -> D:
+        """Signed for the transfer's current request version (and stage, unless the decision has its own)."""
+        if decision.signature is not None or self._signer_for(actor, signer) is None:
+            return decision
+        current = await self.status(transfer_id)
+        context = DecisionContext(transfer_id, current.request_digest,
+                                  stage.value if stage else decision_stage(current.stage.value))
+        return self._signed(decision, kind, actor, signer, context)
 
     def _translated(self, transfer_id: str) -> AbstractContextManager[None]:
         return translated(transfer_id, self.address, self.task_queue)
@@ -341,7 +429,7 @@ def _overridden(settings: Settings, **changes: str | None) -> Settings:
 async def _connect_with_tls(settings: Settings, tls: bool | TLSConfig) -> Client:
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=pydantic_data_converter, tls=tls, api_key=api_key)
+                                data_converter=converter_for(settings), tls=tls, api_key=api_key)
 
 
 def _connect_failure(err: RuntimeError) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tpt.contract import Serial, TransferRequest
 from tpt.policy import FrameworkAuthorization, PolicyDecision
 from tpt.registry import Registry
+from tpt.signing import DecisionSignature, SignerSnapshot
 from tpt.stages import Stage
 from tpt.text import LIST_MAX, Name, Note
 
@@ -57,7 +58,18 @@ class TransferInput(_Message):
 
 # --- decisions (updates) ---------------------------------------------------------------------------------
 
-class SignOff(_Message):
+class _Decision(_Message):
+    """A person's decision: it may carry (and, for transfers that require it, must carry) their signature over
+    its fields and the context it was made in (tpt/signing.py)."""
+
+    signature: DecisionSignature | None = Field(None, description="the signer's signature (tpt.signing.Signer)")
+
+    def signed_body(self) -> dict[str, Any]:
+        """The fields the signature covers: all but the signature itself."""
+        return self.model_dump(mode="json", exclude={"signature"})
+
+
+class SignOff(_Decision):
     """A donor signer's approval or rejection, bound to the request version the signer read."""
 
     signer: Name
@@ -68,10 +80,14 @@ class SignOff(_Message):
     comment: Note = ""
 
 
-class Amendment(_Message):
+class Amendment(_Decision):
     actor: Name
     request: TransferRequest
     reason: Note = Field(min_length=1)
+
+    def signed_body(self) -> dict[str, Any]:
+        # The new request by its digest: the audit event keeps that digest, not the request itself.
+        return {"actor": self.actor, "reason": self.reason, "request_digest": self.request.digest()}
 
 
 class UsOutcome(StrEnum):
@@ -80,7 +96,7 @@ class UsOutcome(StrEnum):
     RETURN = "RETURN"
 
 
-class UsDecision(_Message):
+class UsDecision(_Decision):
     reviewer: Name
     office: Name
     outcome: UsOutcome
@@ -89,17 +105,17 @@ class UsDecision(_Message):
     comment: Note = ""
 
 
-class EmergencyWaiver(_Message):
+class EmergencyWaiver(_Decision):
     official: Name
     justification: Note = Field(min_length=20, description="the written emergency justification")
 
 
-class JointResolution(_Message):
+class JointResolution(_Decision):
     recorder: Name
     citation: Note = Field(min_length=1, description="e.g. H.J.Res. number and date of enactment")
 
 
-class Withdrawal(_Message):
+class Withdrawal(_Decision):
     actor: Name
     reason: Note = Field(min_length=1)
 
@@ -135,7 +151,7 @@ class BackfillRecord(_Message):
     quantity: int = Field(0, ge=0)
 
 
-class OpsAction(_Message):
+class OpsAction(_Decision):
     """An operator's retry or skip of a stuck step; always audited with who and why."""
 
     operator: Name
@@ -149,7 +165,7 @@ class StuckStep(_Message):
     since: datetime
 
 
-class EeumInventory(_Message):
+class EeumInventory(_Decision):
     inspector: Name
     serials: list[Serial] = Field(max_length=MAX_SERIALS)
 
@@ -190,6 +206,8 @@ class TransferStatus(_Message):
     blocked_reason: str | None = None
     outcome_reason: str | None = None
     audit_events: int = 0
+    signatures_required: bool = False
+    signers_loaded_at: datetime | None = None
 
 
 class ShipmentInput(_Message):
@@ -202,6 +220,7 @@ class ShipmentInput(_Message):
     request_digest: str
     policy_version: str
     step_retry: StepRetry = StepRetry()
+    signers: SignerSnapshot | None = Field(None, description="the parent's signer registry, for operators' actions")
 
 
 class ShipmentStatus(_Message):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from tpt.signing import SignaturePolicy
 
 
 def _default_state_dir() -> Path:
@@ -46,6 +49,39 @@ class Settings(BaseSettings):
     temporal_tls_key: Path | None = Field(None, description="private key (PEM) of that certificate")
     temporal_tls_ca: Path | None = Field(None, description="CA (PEM) the server is verified with; unset: system roots")
     temporal_api_key: SecretStr | None = Field(None, description="API key of a managed Temporal; implies TLS")
+    # Payload encryption (tpt/codec): on as soon as a keyring is configured; `tpt dev` makes its own.
+    codec_keys: SecretStr | None = Field(
+        None, description="payload encryption keyring inline, 'id:base64key[,id:base64key…]'; the first encrypts"
+    )
+    codec_key_file: Path | None = Field(
+        None, description='payload encryption keyring file, JSON {"current": id, "keys": {id: base64key}}'
+    )
+    codec_server_host: str = Field("127.0.0.1", description="address `tpt codec-server` listens on")
+    codec_server_port: int | None = Field(None, description="port of `tpt codec-server`; default: the UI port + 1")
+    codec_ui_origins: str | None = Field(
+        None, description="comma-separated origins the codec server answers (CORS); default: the Web UI's"
+    )
+    codec_token: SecretStr | None = Field(
+        None, description="token the codec server requires (Authorization: Bearer, or its /login cookie)"
+    )
+    codec_endpoint: str | None = Field(
+        None, description="codec server URL the Web UI calls; default http://<codec host>:<codec port>"
+    )
+
+    # Signed decisions (tpt/signing.py): what the worker requires, and the key the `tpt` decision commands sign with.
+    require_signatures: bool = Field(
+        True, description="people's decisions must be signed by a registered key (latched per transfer once on)"
+    )
+    require_operator_signatures: bool = Field(
+        False, description="operators' retry/skip must be signed too (always: by a registered operator)"
+    )
+    signing_key: Path | None = Field(None, description="your key file (`tpt keys generate`) for the decision commands")
+
+    @property
+    def signature_policy(self) -> SignaturePolicy:
+        from tpt.signing import SignaturePolicy
+
+        return SignaturePolicy(decisions=self.require_signatures, operators=self.require_operator_signatures)
 
     @property
     def temporal_host(self) -> str:
@@ -58,6 +94,23 @@ class Settings(BaseSettings):
     @property
     def ui_url(self) -> str:
         return f"http://{self.temporal_host}:{self.ui_port}"
+
+    @property
+    def codec_port(self) -> int:
+        return self.codec_server_port if self.codec_server_port is not None else self.ui_port + 1
+
+    @property
+    def codec_url(self) -> str:
+        if self.codec_endpoint:
+            return self.codec_endpoint.rstrip("/")
+        host = "127.0.0.1" if self.codec_server_host in ("0.0.0.0", "") else self.codec_server_host
+        return f"http://{host}:{self.codec_port}"
+
+    @property
+    def codec_origins(self) -> list[str]:
+        if self.codec_ui_origins:
+            return [o.strip().rstrip("/") for o in self.codec_ui_origins.split(",") if o.strip()]
+        return list(dict.fromkeys([self.ui_url, f"http://localhost:{self.ui_port}"]))
 
     def workflow_url(self, workflow_id: str) -> str:
         return f"{self.ui_url}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"

@@ -2,6 +2,9 @@
 
 Exit codes (tpt/cli_support.py): 0 ok, 1 failed, 2 bad input (nothing sent), 3 refused (by the workflow, or a
 conflicting submit), 4 not found, 5 Temporal or its worker unreachable.
+
+Decisions are signed with `--key FILE` (or TPT_SIGNING_KEY), the decider's key file from `tpt keys generate`; the
+actor option (--signer, --reviewer, …) then defaults to the key's holder.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from tpt.client import TransferClient
     from tpt.contract import TransferRequest
     from tpt.messages import TransferStatus
+    from tpt.signing import Signer
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -46,6 +50,9 @@ TransferId = Annotated[str, typer.Argument(help="the transfer id, e.g. TPT-DE-20
 RequestFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, show_default=False,
                                              help="the request: JSON, or YAML when named *.yaml / *.yml")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
+KeyFile = Annotated[Path | None, typer.Option(
+    "--key", envvar="TPT_SIGNING_KEY", dir_okay=False, show_default=False,
+    help="your signing key file (`tpt keys generate`): the decision is signed with it")]
 _EXIT_CODES: list[tuple[type[TransferError], int]] = [
     (TransferValidationError, EXIT_BAD_INPUT), (TransferConflict, EXIT_REFUSED), (DecisionRefused, EXIT_REFUSED),
     (TransferNotFound, EXIT_NOT_FOUND), (TemporalUnreachable, EXIT_UNREACHABLE),
@@ -153,10 +160,12 @@ def watch(transfer_id: TransferId, as_json: AsJson = False,
 @_ends_process
 def sign_off(
     transfer_id: TransferId,
-    signer: Annotated[str, typer.Option(help="your actor id, e.g. de.bmvg.signer", show_default=False)],
     role: Annotated[str, typer.Option(help="the seat you sign for, e.g. MOD", show_default=False)],
     approve: Annotated[bool, typer.Option("--approve/--reject", help="approve, or reject (a veto)",
                                           show_default=False)],
+    signer: Annotated[str | None, typer.Option(help="your actor id, e.g. de.bmvg.signer; default: your key's",
+                                               show_default=False)] = None,
+    key: KeyFile = None,
     comment: Annotated[str, typer.Option(help="reason, expected with --reject")] = "",
     nation: Annotated[str | None, typer.Option(help="your nation; default: the donor")] = None,
     digest: Annotated[str | None, typer.Option(help="the request digest you read; default: the current one")] = None,
@@ -164,11 +173,14 @@ def sign_off(
     """Sign off (or veto) for the donor, bound to the request version you read."""
     from tpt.messages import SignOff
 
+    signing = _signing_key(key)
+    actor = _actor(signer, signing, "--signer")
+
     async def sign(tpt: TransferClient) -> TransferStatus:
         current = await tpt.status(transfer_id)
         return await tpt.sign_off(transfer_id, _build(
-            SignOff, signer=signer, nation=nation or current.donor, role=role, approve=approve,
-            request_digest=digest or current.request_digest, comment=comment))
+            SignOff, signer=actor, nation=nation or current.donor, role=role, approve=approve,
+            request_digest=digest or current.request_digest, comment=comment), signer=signing)
 
     _report(_call(sign))
 
@@ -176,9 +188,11 @@ def sign_off(
 @_ends_process
 def decide(
     transfer_id: TransferId,
-    reviewer: Annotated[str, typer.Option(help="your actor id, e.g. pm.rsat.reviewer", show_default=False)],
     office: Annotated[str, typer.Option(help="the office the transfer is routed to: PM_RSAT or PM_DDTC",
                                         show_default=False)],
+    reviewer: Annotated[str | None, typer.Option(help="your actor id, e.g. pm.rsat.reviewer; default: your key's",
+                                                 show_default=False)] = None,
+    key: KeyFile = None,
     approve: Annotated[bool, typer.Option("--approve", help="consent")] = False,
     deny: Annotated[bool, typer.Option("--deny", help="refuse consent (ends the transfer)")] = False,
     return_: Annotated[bool, typer.Option("--return", help="return to the requester for amendment")] = False,
@@ -191,12 +205,14 @@ def decide(
     chosen = [o for o, on in ((UsOutcome.APPROVE, approve), (UsOutcome.DENY, deny), (UsOutcome.RETURN, return_)) if on]
     if len(chosen) != 1:
         fail("choose exactly one of --approve, --deny and --return", EXIT_BAD_INPUT)
+    signing = _signing_key(key)
+    actor = _actor(reviewer, signing, "--reviewer")
 
     async def decide_on(tpt: TransferClient) -> TransferStatus:
         current = await tpt.status(transfer_id)
         return await tpt.us_decision(transfer_id, _build(
-            UsDecision, reviewer=reviewer, office=office, outcome=chosen[0], provisos=proviso or [],
-            request_digest=current.request_digest, comment=comment))
+            UsDecision, reviewer=actor, office=office, outcome=chosen[0], provisos=proviso or [],
+            request_digest=current.request_digest, comment=comment), signer=signing)
 
     _report(_call(decide_on))
 
@@ -239,48 +255,63 @@ def backfill(
 
 @_ends_process
 def withdraw(transfer_id: TransferId,
-             actor: Annotated[str, typer.Option(help="the requester's actor id", show_default=False)],
-             reason: Annotated[str, typer.Option(show_default=False)]) -> None:
+             reason: Annotated[str, typer.Option(show_default=False)],
+             actor: Annotated[str | None, typer.Option(help="the requester's actor id; default: your key's",
+                                                       show_default=False)] = None,
+             key: KeyFile = None) -> None:
     """Withdraw the request (the requester only; not once a shipment leg has left)."""
     from tpt.messages import Withdrawal
 
-    record = _guarded(lambda: _build(Withdrawal, actor=actor, reason=reason))
-    _report(_call(lambda tpt: tpt.withdraw(transfer_id, record)))
+    signing = _signing_key(key)
+    record = _guarded(lambda: _build(Withdrawal, actor=_actor(actor, signing, "--actor"), reason=reason))
+    _report(_call(lambda tpt: tpt.withdraw(transfer_id, record, signer=signing)))
 
 
 @_ends_process
 def amend(transfer_id: TransferId, file: RequestFile,
-          actor: Annotated[str, typer.Option(help="the requester's actor id", show_default=False)],
-          reason: Annotated[str, typer.Option(show_default=False)]) -> None:
+          reason: Annotated[str, typer.Option(show_default=False)],
+          actor: Annotated[str | None, typer.Option(help="the requester's actor id; default: your key's",
+                                                    show_default=False)] = None,
+          key: KeyFile = None) -> None:
     """Replace the request with an amended version (voids the sign-offs given so far)."""
     from tpt.messages import Amendment
 
-    amendment = _guarded(lambda: _build(Amendment, actor=actor, request=_load(file), reason=reason))
-    _report(_call(lambda tpt: tpt.amend(transfer_id, amendment)))
+    signing = _signing_key(key)
+    amendment = _guarded(lambda: _build(Amendment, actor=_actor(actor, signing, "--actor"), request=_load(file),
+                                        reason=reason))
+    _report(_call(lambda tpt: tpt.amend(transfer_id, amendment, signer=signing)))
 
 
 @_ends_process
 def waive(transfer_id: TransferId,
-          official: Annotated[str, typer.Option(help="the certifying official's actor id", show_default=False)],
           justification: Annotated[str, typer.Option(help="the written emergency justification",
-                                                     show_default=False)]) -> None:
+                                                     show_default=False)],
+          official: Annotated[str | None, typer.Option(help="the certifying official's actor id; default: your "
+                                                            "key's", show_default=False)] = None,
+          key: KeyFile = None) -> None:
     """Certify an emergency: ends the congressional review period early."""
     from tpt.messages import EmergencyWaiver
 
-    waiver = _guarded(lambda: _build(EmergencyWaiver, official=official, justification=justification))
-    _report(_call(lambda tpt: tpt.emergency_waiver(transfer_id, waiver)))
+    signing = _signing_key(key)
+    waiver = _guarded(lambda: _build(EmergencyWaiver, official=_actor(official, signing, "--official"),
+                                     justification=justification))
+    _report(_call(lambda tpt: tpt.emergency_waiver(transfer_id, waiver, signer=signing)))
 
 
 @_ends_process
 def inventory(transfer_id: TransferId,
-              inspector: Annotated[str, typer.Option(help="the inspector's actor id", show_default=False)],
               serial: Annotated[list[str], typer.Option(help="a serial counted; repeat for each",
-                                                        show_default=False)]) -> None:
+                                                        show_default=False)],
+              inspector: Annotated[str | None, typer.Option(help="the inspector's actor id; default: your key's",
+                                                            show_default=False)] = None,
+              key: KeyFile = None) -> None:
     """Record the EEUM initial serial-number inventory after delivery."""
     from tpt.messages import EeumInventory
 
-    counted = _guarded(lambda: _build(EeumInventory, inspector=inspector, serials=serial))
-    _report(_call(lambda tpt: tpt.record_eeum_inventory(transfer_id, counted)))
+    signing = _signing_key(key)
+    counted = _guarded(lambda: _build(EeumInventory, inspector=_actor(inspector, signing, "--inspector"),
+                                      serials=serial))
+    _report(_call(lambda tpt: tpt.record_eeum_inventory(transfer_id, counted, signer=signing)))
 
 
 # --- plumbing --------------------------------------------------------------------------------------------
@@ -321,6 +352,26 @@ def _load(file: Path) -> TransferRequest:
     from tpt.request_file import load_request
 
     return load_request(file)
+
+
+def _signing_key(path: Path | None) -> Signer | None:
+    """The key file given with --key / TPT_SIGNING_KEY; exits 2 when it cannot be used."""
+    if path is None:
+        return None
+    from tpt.signing import KeyFileError, Signer
+
+    try:
+        return Signer.load(path)
+    except KeyFileError as err:
+        _exit(TransferValidationError([("--key", str(err))]))
+
+
+def _actor(given: str | None, signing: Signer | None, option: str) -> str:
+    if given:
+        return given
+    if signing is not None:
+        return signing.actor
+    _exit(TransferValidationError([(option, "give your actor id, or --key with your key file (it names you)")]))
 
 
 def _build(model: type[M], **fields: Any) -> M:

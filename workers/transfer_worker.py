@@ -7,9 +7,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
+from activities.custody import CustodyActivities, EeumRegistry
 from activities.notify import NotifyActivities, ScoNotifier
 from activities.reference import load_reference_data
+from activities.signers import SignerActivities
 from tpt.audit.store import AuditStore
+from tpt.settings import Settings
+from tpt.signing import SignaturePolicy
 from workers.log_context import LogContextInterceptor
 from workflows.backfill import BackfillWorkflow
 from workflows.shipment import ShipmentWorkflow
@@ -23,13 +27,17 @@ workflow.logger.workflow_info_on_message = False
 
 
 def build_worker(client: Client, store: AuditStore, task_queue: str, *, notifier: ScoNotifier | None = None,
+                 eeum_registry: EeumRegistry | None = None, signature_policy: SignaturePolicy | None = None,
                  **options: object) -> Worker:
-    audit, notify = AuditActivities(store), NotifyActivities(notifier)
+    """`signature_policy`: default from TPT_REQUIRE_SIGNATURES / TPT_REQUIRE_OPERATOR_SIGNATURES."""
+    signers = SignerActivities(store.pool, signature_policy or Settings().signature_policy)
+    audit, notify, custody = AuditActivities(store), NotifyActivities(notifier), CustodyActivities(eeum_registry)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[audit.record_audit_event, load_reference_data, notify.notify_security_cooperation_offices],
+        activities=[audit.record_audit_event, load_reference_data, notify.notify_security_cooperation_offices,
+                    custody.register_eeum_custody, signers.load_signer_registry],
         interceptors=[LogContextInterceptor(), UpdateGuardInterceptor()],
         **options,  # type: ignore[arg-type]
     )

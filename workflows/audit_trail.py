@@ -36,6 +36,20 @@ class AuditTrail:
         self.ordinals: dict[str, int] = dict(ordinals or {})
         self.count = 0
         self._lock = asyncio.Lock()
+        # A reset run replays the history up to the reset point, then decides afresh: the run it replaced may already
+        # have recorded other events under the ids this run would give next (same id, other body: AuditConflict).
+        # Core reseeds workflow randomness exactly at the reset point, on every replay alike, with a seed derived from
+        # the run the reset created; events decided after that point carry it in their ids. Not a command: histories
+        # without a reset replay unchanged.
+        self.branch: int | None = None
+        workflow.register_random_seed_callback(self._reset_point)
+
+    def _reset_point(self, seed: int) -> None:
+        self.branch = seed  # nothing else here: the SDK swallows a callback's exceptions
+
+    def event_id(self, event_type: str, ordinal: int) -> str:
+        base = event_id(self.transfer_id, event_type, ordinal)
+        return base if self.branch is None else f"{base}@reset-{self.branch:016x}"
 
     async def record(self, event_type: str, stage: Stage, actor: str, role: str, payload: dict[str, Any], *,
                      request_digest: str, policy_version: str | None) -> None:
@@ -43,7 +57,7 @@ class AuditTrail:
         ordinal = self.ordinals.get(event_type, 0) + 1
         self.ordinals[event_type] = ordinal
         event = NewAuditEvent(
-            event_id=event_id(self.transfer_id, event_type, ordinal), transfer_id=self.transfer_id,
+            event_id=self.event_id(event_type, ordinal), transfer_id=self.transfer_id,
             event_type=event_type, stage=stage, actor=actor, role=role, workflow_time=workflow.now(),
             policy_version=policy_version, request_digest=request_digest, payload=payload,
         )

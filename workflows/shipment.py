@@ -1,36 +1,52 @@
 """Shipment: custody legs from the donor's depot through the hub to the receiving unit (a child workflow).
 
 Each handover is an update sent by the party handing over; EEUM serials are checked against the request.
-Irreversible once a leg has left: the parent is told at the first handover.
+Irreversible once a leg has left: the parent is told at the first handover, and each leg that left with EEUM
+articles is registered with the EEUM registry by an irreversible step (retried, never skipped).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.custody import CustodyActivities, CustodyNotice
     from activities.notify import DeliveryNotice, NotifyActivities
     from tpt.messages import Handover, ShipmentInput, ShipmentStatus
+    from tpt.signing import DecisionContext
     from tpt.stages import Stage
     from workflows.audit_trail import AuditTrail
     from workflows.operations import Operable, retry_policy
     from workflows.refusal import refuse
+    from workflows.signatures import SignedDecisions
 
 DEFAULT_LEGS = ["depot-to-hub", "hub-to-border", "border-to-unit"]
 LEG_DEPARTED_SIGNAL = "shipment_departed"
+# Shipments started before this patch replay without the custody registration step.
+EEUM_CUSTODY_STEP = "shipment-eeum-custody-step"
 
 
 @workflow.defn(name="ShipmentWorkflow")
-class ShipmentWorkflow(Operable):
+class ShipmentWorkflow(Operable, SignedDecisions):
     @workflow.init
     def __init__(self, input: ShipmentInput) -> None:
         self.input = input
         self.handovers: list[Handover] = []
+        self.departures: list[datetime] = []  # when each handover was recorded
         self.custodian = input.first_custodian
         self.trail = AuditTrail(input.transfer_id)
+        self.signers = input.signers  # the parent's signer registry: who may retry or skip a step here
+        # Decided here, once, like the audit patch: never from a coroutine that might meet it first elsewhere.
+        self.registers_custody = workflow.patched(EEUM_CUSTODY_STEP)
 
     @workflow.run
     async def run(self, input: ShipmentInput) -> ShipmentStatus:
+        if self.registers_custody and input.eeum_serials:
+            for leg in range(len(input.legs)):
+                await workflow.wait_condition(lambda leg=leg: len(self.handovers) > leg)  # type: ignore[misc]
+                await self._register_custody(leg)
         await workflow.wait_condition(lambda: len(self.handovers) == len(input.legs))
         await workflow.wait_condition(workflow.all_handlers_finished)
         delivered_at = workflow.now()
@@ -50,10 +66,27 @@ class ShipmentWorkflow(Operable):
             summary=f"notify SCO-{notice.donor} and SCO-{notice.recipient} of delivery",
         )
 
+    async def _register_custody(self, leg: int) -> None:
+        """The leg has left: register who holds the EEUM serials now. Irreversible: retry, never skip."""
+        handover = self.handovers[leg]
+        notice = CustodyNotice(transfer_id=self.input.transfer_id, leg=handover.leg, from_party=handover.from_party,
+                               to_party=handover.to_party, serials=handover.serials,
+                               departed_at=self.departures[leg].isoformat())
+        await self.run_step(
+            f"register custody of leg '{handover.leg}' with the EEUM registry",
+            lambda: workflow.execute_activity_method(
+                CustodyActivities.register_eeum_custody, notice,
+                start_to_close_timeout=self.input.step_retry.timeout, retry_policy=retry_policy(self.input.step_retry),
+                summary=f"register custody of {len(notice.serials)} EEUM serials: {notice.to_party}",
+            ),
+            irreversible=True,
+        )
+
     @workflow.update
     async def record_handover(self, handover: Handover) -> ShipmentStatus:
         first = not self.handovers
         self.handovers.append(handover)
+        self.departures.append(workflow.now())
         self.custodian = handover.to_party
         await self._record("HANDOVER", handover.from_party, "custodian", handover.model_dump(mode="json"))
         if first:
@@ -81,6 +114,10 @@ class ShipmentWorkflow(Operable):
         missing, unexpected = sorted(expected - given), sorted(given - expected)
         raise refuse(f"EEUM serials do not match the request: missing {missing or 'none'}, "
                      f"not in the request {unexpected or 'none'}; count the articles again")
+
+    def _signing_context(self, stage: str | None = None, subject: str = "") -> DecisionContext:
+        return DecisionContext(self.input.transfer_id, self.input.request_digest, stage or Stage.SHIPMENT.value,
+                               subject)
 
     @workflow.query
     def status(self) -> ShipmentStatus:

@@ -15,6 +15,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 with workflow.unsafe.imports_passed_through():
     from activities.reference import load_reference_data
+    from activities.signers import SignerActivities, SignerQuery
     from tpt import search_attributes as sa
     from tpt import telemetry
     from tpt.contract import TransferRequest
@@ -36,6 +37,16 @@ with workflow.unsafe.imports_passed_through():
         Withdrawal,
     )
     from tpt.policy import PolicyDecision, evaluate
+    from tpt.signing import (
+        CONGRESSIONAL_LIAISON,
+        EEUM_INSPECTOR,
+        REQUESTER,
+        US,
+        WAIVER_OFFICIAL,
+        DecisionContext,
+        Requirement,
+        decision_stage,
+    )
     from tpt.stages import Stage
     from workflows.audit_trail import AuditTrail
     from workflows.backfill import BackfillWorkflow
@@ -43,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.operations import Operable
     from workflows.refusal import refuse
     from workflows.shipment import DEFAULT_LEGS, LEG_DEPARTED_SIGNAL, ShipmentWorkflow
+    from workflows.signatures import SIGNED_DECISIONS, SignedDecisions
 
 ENGINE = "tpt-engine"
 
@@ -70,9 +82,14 @@ def initial_search_attributes(request: TransferRequest) -> TypedSearchAttributes
 
 
 @workflow.defn(name="TransferWorkflow")
-class TransferWorkflow(Operable):
+class TransferWorkflow(Operable, SignedDecisions):
     @workflow.init
     def __init__(self, input: TransferInput) -> None:
+        # Decided once, here: transfers started before signed decisions load no signer registry (no such activity
+        # in their histories) and take their decisions unsigned, as they did then.
+        self.signed = self.checks_signatures = workflow.patched(SIGNED_DECISIONS)
+        self.signers = None
+        self.signatures_required = False
         self.request = input.request
         self.deadlines = input.deadlines
         self.policy_version = input.policy_version
@@ -111,6 +128,8 @@ class TransferWorkflow(Operable):
             load_reference_data, self.request.donor, start_to_close_timeout=timedelta(seconds=30),
             summary=f"load signers, reviewers and frameworks for {self.request.donor}",
         )
+        if self.signed:  # before anything is recorded: a sign-off may arrive at once
+            await self._load_signers()
         self.policy = self._evaluate()
         await self._record("TRANSFER_REQUESTED", self.request.requested_by, "requester", self._request_summary())
         self._count(telemetry.TRANSFERS_STARTED, "transfers submitted")
@@ -200,7 +219,7 @@ class TransferWorkflow(Operable):
                           recipient=self.request.recipient, legs=DEFAULT_LEGS,
                           first_custodian=f"{self.request.donor} depot", eeum_serials=self._eeum_serials(),
                           request_digest=self.digest, policy_version=self.policy.policy_version,
-                          step_retry=self.step_retry),
+                          step_retry=self.step_retry, signers=self.signers),
             id=shipment_id(self.request.transfer_id),
             static_summary=f"shipment {self.request.donor} → hub → {self.request.recipient} unit",
         )
@@ -244,15 +263,20 @@ class TransferWorkflow(Operable):
         self._check_sign_off(decision)
         self.signatures.append(Signature(signer=decision.signer, role=decision.role, approve=decision.approve,
                                          at=workflow.now(), comment=decision.comment))
-        await self._record("SIGN_OFF", decision.signer, decision.role, decision.model_dump(mode="json"))
+        await self._record("SIGN_OFF", decision.signer, decision.role, self._signed_payload(decision))
         return self.status()
 
     @sign_off.validator
     def _validate_sign_off(self, decision: SignOff) -> None:
         if self.stage is Stage.REQUESTED:
             self._check_signer_nation(decision)
+            if self.signers is not None:  # otherwise the handler checks it once the registry is loaded
+                self._check_sign_off_signature(decision)
             return
         self._check_sign_off(decision)
+
+    def _check_sign_off_signature(self, d: SignOff) -> None:
+        self._check_signed("sign_off", d, Requirement(d.signer, d.role, d.nation), stage=Stage.ALLY_SIGNOFF.value)
 
     def _check_sign_off(self, d: SignOff) -> None:
         self._require_stage(Stage.ALLY_SIGNOFF, "sign-off")
@@ -268,6 +292,7 @@ class TransferWorkflow(Operable):
         if earlier:
             raise refuse(f"{earlier.role} has already signed (by {earlier.signer}); one vote per signer and seat")
         self._check_digest(d.request_digest, "signed")
+        self._check_sign_off_signature(d)
 
     def _check_signer_nation(self, d: SignOff) -> None:
         if d.nation != self.request.donor:
@@ -281,6 +306,7 @@ class TransferWorkflow(Operable):
         # Like a sign-off, an amendment sent right after submission waits for the request to be recorded.
         await workflow.wait_condition(lambda: self.stage is not Stage.REQUESTED)
         self._validate_amend(amendment)
+        signature = self._signature_fields(amendment)
         voided = len(self.signatures)
         self.request, self.version = amendment.request, self.version + 1
         self.digest, self.signatures, self.us, self.amended = self.request.digest(), [], None, True
@@ -292,7 +318,7 @@ class TransferWorkflow(Operable):
         ])
         await self._record("REQUEST_AMENDED", amendment.actor, "requester",
                            {"reason": amendment.reason, "version": self.version, "signoffs_voided": voided,
-                            **self._request_summary()})
+                            **self._request_summary(), **signature})
         return self.status()
 
     @amend.validator
@@ -308,11 +334,12 @@ class TransferWorkflow(Operable):
             raise refuse("an amendment keeps the transfer id and the donor; submit a new transfer instead")
         if new.digest() == self.digest:
             raise refuse("the amended request is identical to the current version")
+        self._check_signed("amend", amendment, Requirement(amendment.actor, REQUESTER, self.request.donor))
 
     @workflow.update
     async def withdraw(self, withdrawal: Withdrawal) -> TransferStatus:
         self.withdrawal = withdrawal
-        await self._record("WITHDRAWAL", withdrawal.actor, "requester", withdrawal.model_dump(mode="json"))
+        await self._record("WITHDRAWAL", withdrawal.actor, "requester", self._signed_payload(withdrawal))
         return self.status()
 
     @withdraw.validator
@@ -323,13 +350,14 @@ class TransferWorkflow(Operable):
             raise refuse("a shipment leg has left: shipment is irreversible, withdrawal refused")
         if withdrawal.actor != self.request.requested_by:
             raise refuse(f"only the requester {self.request.requested_by} may withdraw the request")
+        self._check_signed("withdraw", withdrawal, Requirement(withdrawal.actor, REQUESTER, self.request.donor))
 
     # --- updates: United States -----------------------------------------------------------------------
 
     @workflow.update
     async def us_decision(self, decision: UsDecision) -> TransferStatus:
         self.us = decision
-        await self._record("US_DECISION", decision.reviewer, decision.office, decision.model_dump(mode="json"))
+        await self._record("US_DECISION", decision.reviewer, decision.office, self._signed_payload(decision))
         return self.status()
 
     @us_decision.validator
@@ -347,11 +375,12 @@ class TransferWorkflow(Operable):
         if d.reviewer not in self.ref.registry.reviewers.get(route, []):
             raise refuse(f"{d.reviewer} is not a reviewer of {route}")
         self._check_digest(d.request_digest, "reviewed")
+        self._check_signed("us_decision", d, Requirement(d.reviewer, d.office, US), stage=Stage.US_REVIEW.value)
 
     @workflow.update
     async def emergency_waiver(self, waiver: EmergencyWaiver) -> TransferStatus:
         self.waiver = waiver
-        await self._record("EMERGENCY_WAIVER", waiver.official, "waiver_official", waiver.model_dump(mode="json"))
+        await self._record("EMERGENCY_WAIVER", waiver.official, WAIVER_OFFICIAL, self._signed_payload(waiver))
         return self.status()
 
     @emergency_waiver.validator
@@ -363,12 +392,14 @@ class TransferWorkflow(Operable):
                          f"{self.ref.registry.waiver_officials}")
         if self.waiver or self.resolution:
             raise refuse("the congressional review has already ended")
+        self._check_signed("emergency_waiver", waiver, Requirement(waiver.official, WAIVER_OFFICIAL, US),
+                           stage=Stage.CONGRESSIONAL_REVIEW.value)
 
     @workflow.update
     async def joint_resolution(self, resolution: JointResolution) -> TransferStatus:
         self.resolution = resolution
-        await self._record("JOINT_RESOLUTION", resolution.recorder, "congressional_liaison",
-                           resolution.model_dump(mode="json"))
+        await self._record("JOINT_RESOLUTION", resolution.recorder, CONGRESSIONAL_LIAISON,
+                           self._signed_payload(resolution))
         return self.status()
 
     @joint_resolution.validator
@@ -379,6 +410,8 @@ class TransferWorkflow(Operable):
             raise refuse(f"{resolution.recorder} may not record congressional action")
         if self.waiver or self.resolution:
             raise refuse("the congressional review has already ended")
+        self._check_signed("joint_resolution", resolution, Requirement(resolution.recorder, CONGRESSIONAL_LIAISON, US),
+                           stage=Stage.CONGRESSIONAL_REVIEW.value)
 
     # --- shipment and inventory -------------------------------------------------------------------------
 
@@ -389,7 +422,7 @@ class TransferWorkflow(Operable):
     @workflow.update
     async def record_eeum_inventory(self, inventory: EeumInventory) -> TransferStatus:
         self.inventory_done = True
-        await self._record("EEUM_INVENTORY", inventory.inspector, "eeum_inspector", inventory.model_dump(mode="json"))
+        await self._record("EEUM_INVENTORY", inventory.inspector, EEUM_INSPECTOR, self._signed_payload(inventory))
         if self.attention:
             await self._clear_flag()
         return self.status()
@@ -402,6 +435,34 @@ class TransferWorkflow(Operable):
         if expected != given:
             raise refuse(f"inventory serials differ from the shipment: missing {sorted(expected - given)}, "
                          f"unexpected {sorted(given - expected)}")
+        self._check_signed("record_eeum_inventory", inventory, Requirement(inventory.inspector, EEUM_INSPECTOR, US),
+                           stage=Stage.BACKFILL.value)
+
+    # --- signer registry -----------------------------------------------------------------------------------
+
+    @workflow.update
+    async def refresh_signers(self) -> TransferStatus:
+        """Load the signer registry again now (e.g. after a revocation), not only when the next stage starts."""
+        await self._load_signers()
+        return self.status()
+
+    @refresh_signers.validator
+    def _validate_refresh_signers(self) -> None:
+        if not self.signed:
+            raise refuse("this transfer started before signed decisions: it has no signer registry to refresh")
+        if self.stage.is_terminal:
+            raise refuse(f"transfer is already {self.stage.value}")
+
+    async def _load_signers(self) -> None:
+        self.signers = await workflow.execute_local_activity_method(
+            SignerActivities.load_signer_registry, SignerQuery(nations=[self.request.donor, US]),
+            start_to_close_timeout=timedelta(seconds=30), summary=f"load the signer registry for {self.request.donor}",
+        )
+        self.signatures_required = self.signatures_required or self.signers.policy.decisions
+
+    def _signing_context(self, stage: str | None = None, subject: str = "") -> DecisionContext:
+        return DecisionContext(self.request.transfer_id, self.digest, stage or decision_stage(self.stage.value),
+                               subject)
 
     # --- status ------------------------------------------------------------------------------------------
 
@@ -419,6 +480,8 @@ class TransferWorkflow(Operable):
             backfill_replaced=self.backfill_replaced, backfill_required=self._quantity(),
             needs_attention=self.attention is not None, blocked_reason=self.attention,
             outcome_reason=self.outcome_reason, audit_events=self.trail.count + self.child_events,
+            signatures_required=self.signatures_required,
+            signers_loaded_at=self.signers.loaded_at if self.signers else None,
         )
 
     def _awaiting(self) -> list[str]:
@@ -505,6 +568,8 @@ class TransferWorkflow(Operable):
         if self.policy:
             attributes.append(sa.APPROVAL_ROUTE.value_set(self.policy.route.value))
         workflow.upsert_search_attributes(attributes)
+        if self.signed and not stage.is_terminal and previous is not Stage.REQUESTED:
+            await self._load_signers()  # the keys this stage's decisions are checked against (loaded at start)
         await self._record("STAGE_ENTERED", ENGINE, "system", {"from": previous.value, "to": stage.value,
                                                                **(payload or {})})
 

@@ -212,3 +212,23 @@ def test_our_search_attributes_fit_postgres_visibility() -> None:
     slots = Counter(expected_search_attributes().values())
     for kind, used in slots.items():
         assert used <= (10 if kind == "Keyword" else 3), f"{used} {kind} attributes: Postgres visibility has fewer"
+
+
+def test_payloads_are_encrypted_with_one_keyring_and_the_ui_decrypts_through_the_codec_server(
+        compose: dict[str, Any], dotenv_example: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    everyone = services(compose)
+    holders = {name for name, s in everyone.items() if "TPT_CODEC_KEYS" in (s.get("environment") or {})}
+    assert holders == {"worker", "demo", "codec-server"}, "every payload reader and writer holds the keyring"
+    assert {everyone[n]["environment"]["TPT_CODEC_KEYS"] for n in holders} == {
+        "${TPT_CODEC_KEYS:?set it in .env (tpt codec keygen)}"}
+    codec = everyone["codec-server"]
+    assert codec["command"] == ["codec-server"] and "healthcheck" in codec
+    settings = settings_from({k: interpolate(str(v), dotenv_example) for k, v in codec["environment"].items()},
+                             monkeypatch)
+    assert settings.codec_token is not None, "beyond loopback the codec server refuses to start without a token"
+    host_ports = {int(p.split(":")[1]) for p in codec["ports"]}  # "127.0.0.1:HOST:CONTAINER"
+    ui = everyone["ui"]["environment"]
+    assert all(p.startswith("127.0.0.1:") for p in codec["ports"]), "the codec server is published on loopback"
+    assert host_ports == {settings.codec_port} == {urlsplit(ui["TEMPORAL_CODEC_ENDPOINT"]).port}
+    assert ui["TEMPORAL_CORS_ORIGINS"] in settings.codec_origins
+    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true", "the browser must send the codec session cookie"

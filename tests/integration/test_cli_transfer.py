@@ -28,6 +28,7 @@ from tpt.messages import TransferStatus
 from tpt.stages import Stage
 
 from ..conftest import Database, eventually, free_port
+from ..keys import TEST_KEYS, key_files
 from ..workflow.conftest import example, quiet, running_worker, stages_entered
 
 TPT = str(Path(sys.executable).with_name("tpt"))
@@ -48,6 +49,12 @@ class Ran:
 def env(client: Client, task_queue: str, database: Database) -> dict[str, str]:
     return {**os.environ, "TPT_TEMPORAL_ADDRESS": client.service_client.config.target_host,
             "TPT_TASK_QUEUE": task_queue, "TPT_DATABASE_URL": database.admin_url, "COLUMNS": "160"}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each party's key file, `<actor>.key` (the decision commands sign with `--key`)."""
+    return key_files(tmp_path_factory.mktemp("keys"))
 
 
 async def tpt(env: dict[str, str], *args: str) -> Ran:
@@ -81,17 +88,18 @@ def write(tmp_path: Path, request: TransferRequest, name: str = "request.json", 
 
 
 async def test_cli_drives_a_transfer_from_submission_to_completion(
-    env: dict[str, str], client: Client, audit_store: AuditStore, task_queue: str, tmp_path: Path
+    env: dict[str, str], client: Client, audit_store: AuditStore, task_queue: str, tmp_path: Path, keys: Path
 ) -> None:
     request = example("himars-pl")  # individual U.S. review, no congressional notification
     tid, file = request.transfer_id, write(tmp_path, request, "himars.yaml")
     async with running_worker(client, audit_store, task_queue):
         assert f"submitted {tid}" in await ok(env, "submit", str(file))
-        await asyncio.gather(*(ok(env, "sign-off", tid, "--signer", signer, "--role", role, "--approve")
-                               for signer, role in (("pl.mon.signer", "MOD"), ("pl.dke.signer", "DKE"))))
+        seats = (("pl.mon.signer", "MOD"), ("pl.dke.signer", "DKE"))
+        await asyncio.gather(*(ok(env, "sign-off", tid, "--key", str(keys / f"{signer}.key"), "--role", role,
+                                  "--approve") for signer, role in seats))
         await until_stage(env, tid, "US_REVIEW")
-        await ok(env, "decide", tid, "--reviewer", "pm.rsat.reviewer", "--office", "PM_RSAT", "--approve",
-                 "--proviso", "no retransfer without U.S. consent")
+        await ok(env | {"TPT_SIGNING_KEY": str(keys / "pm.rsat.reviewer.key")}, "decide", tid, "--office", "PM_RSAT",
+                 "--approve", "--proviso", "no retransfer without U.S. consent")
         await until_stage(env, tid, "SHIPMENT")
         for leg, giver, taker in LEGS:
             await ok(env, "handover", tid, "--leg", leg, "--from", giver, "--to", taker)
@@ -134,7 +142,7 @@ async def test_malformed_files_exit_2_naming_the_field_and_start_nothing(
 
 
 async def test_repeated_submit_is_idempotent_and_refusals_exit_3_with_the_reason(
-    env: dict[str, str], client: Client, audit_store: AuditStore, task_queue: str, tmp_path: Path
+    env: dict[str, str], client: Client, audit_store: AuditStore, task_queue: str, tmp_path: Path, keys: Path
 ) -> None:
     request = example("javelin-lt")
     tid, file = request.transfer_id, write(tmp_path, request)
@@ -154,7 +162,10 @@ async def test_repeated_submit_is_idempotent_and_refusals_exit_3_with_the_reason
                                           "accepted once the transfer reaches SHIPMENT; it is in ALLY_SIGNOFF",
                                           "only the requester requester@kam.lt may withdraw"], strict=True):
             assert ran.code == 3 and f"{tid}: refused: " in ran.err and reason in ran.err, ran
-        await ok(env, "withdraw", tid, "--actor", request.requested_by, "--reason", "stock redeployed")
+        unsigned = await tpt(env, "withdraw", tid, "--actor", request.requested_by, "--reason", "stock redeployed")
+        assert unsigned.code == 3 and "is not signed" in unsigned.err, unsigned
+        await ok(env, "withdraw", tid, "--key", str(keys / f"{request.requested_by}.key"), "--reason",
+                 "stock redeployed")
         code, screen = await _in_terminal(env, "watch", tid)  # the live view, on a (pseudo) terminal
         assert "already submitted" in await ok(env, "submit", str(file))  # after the transfer has ended too
         await _conflicts(env, different)
@@ -180,7 +191,7 @@ async def test_unknown_transfer_exits_4_and_unreachable_temporal_exits_5(env: di
 async def test_watch_prints_each_stage_as_it_changes(
     env: dict[str, str], client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt_sdk = TransferClient(client, task_queue)
+    tpt_sdk = TransferClient(client, task_queue, TEST_KEYS)
     request = example("himars-pl")
     tid, lines = request.transfer_id, []
     async with running_worker(client, audit_store, task_queue):

@@ -39,6 +39,7 @@ from tpt.request_file import load_request
 from tpt.stages import Stage
 
 from ..conftest import Database, eventually, free_port
+from ..keys import TEST_KEYS
 from ..workflow.conftest import drive_until, example, running_worker, stages_entered
 
 DE_SEATS = {"MOD": "de.bmvg.signer", "BAFA": "de.bafa.signer"}
@@ -88,7 +89,7 @@ class Parties:
 async def test_sdk_drives_a_transfer_from_submission_to_completion(
     client: Client, audit_store: AuditStore, database: Database, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("patriot-de")  # individual review, 30-day congressional review waived
     tid, seen = request.transfer_id, []
     async with running_worker(client, audit_store, task_queue):
@@ -118,7 +119,7 @@ async def test_sdk_drives_a_transfer_from_submission_to_completion(
 async def test_submit_is_idempotent_and_refuses_a_different_request(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("patriot-de", requested_by="de.requester")
     tid = request.transfer_id
     fewer = request.model_copy(update={"items": [request.items[0].model_copy(update={"quantity": 4})]})
@@ -149,7 +150,7 @@ async def test_submit_is_idempotent_and_refuses_a_different_request(
 async def test_refusals_and_missing_transfers_raise_typed_errors(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("javelin-lt")
     tid = request.transfer_id
     await tpt.submit(request)
@@ -181,7 +182,7 @@ async def test_refusals_and_missing_transfers_raise_typed_errors(
 
 
 async def test_invalid_input_and_unreachable_temporal_raise_typed_errors(client: Client, task_queue: str) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     bad = example("himars-pl").model_dump(mode="json")
     bad["items"][0] |= {"usml_category": "XXII", "colour": "green"}
     with pytest.raises(TransferValidationError) as invalid:
@@ -202,7 +203,7 @@ async def test_invalid_input_and_unreachable_temporal_raise_typed_errors(client:
 async def test_list_finds_the_transfers_that_need_attention(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("javelin-lt")  # EEUM: the initial inventory falls due 90 "days" after delivery
     tid = request.transfer_id
     async with running_worker(client, audit_store, task_queue):

@@ -66,6 +66,7 @@ from tpt.messages import TransferStatus
 from tpt.stages import Stage
 
 from ..conftest import OUTPUT_DIR, free_port, server_dir
+from ..keys import TEST_KEYS
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -424,7 +425,7 @@ class Fleet:
 
     async def _drive(self, request: TransferRequest) -> None:
         tid = request.transfer_id
-        parties = SimulatedParties(self.tpt, request, _quiet)
+        parties = SimulatedParties(self.tpt, request, _quiet, TEST_KEYS)
         await asyncio.sleep(self._rng.uniform(0, 1))  # spread the fleet's calls
         idle = 0
         while True:

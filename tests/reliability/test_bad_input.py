@@ -57,6 +57,7 @@ from tpt.request_file import parse_request
 from tpt.stages import Stage
 
 from ..conftest import Database
+from ..keys import TEST_KEYS
 from .conftest import (
     EXAMPLES,
     HYPOTHESIS_EXAMPLES,
@@ -131,7 +132,7 @@ def sdk_loop() -> Iterator[LoopThread]:
 
 @pytest.fixture(scope="module")
 def sdk(sdk_loop: LoopThread, temporal: TemporalStack, fuzz_queue: str, fuzz_worker: WorkerProcess) -> TransferClient:
-    client = TransferClient(sdk_loop.run(temporal.connect()), fuzz_queue)
+    client = TransferClient(sdk_loop.run(temporal.connect()), fuzz_queue, TEST_KEYS)
     client.update_timeout = UPDATE_TIMEOUT
     return client
 
@@ -675,7 +676,7 @@ def test_an_oversized_decision_its_sender_gave_up_on_does_not_wedge_the_transfer
     and takes no decision for minutes (over five, when tried by hand). It must be refused without touching the
     transfer, e.g. by a size bound in the decision's model or its validator."""
     target, status = new_target(sdk, sdk_loop, ledger, fuzz_worker)
-    hasty = TransferClient(sdk.client, sdk.task_queue)
+    hasty = TransferClient(sdk.client, sdk.task_queue, TEST_KEYS)
     hasty.update_timeout = timedelta(seconds=5)
     oversized = valid_decision("sign_off", target, status) | {"comment": "x" * 2_500_000}
     with pytest.raises(TransferValidationError):  # refused by its model's bound before anything is sent

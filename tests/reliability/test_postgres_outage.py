@@ -22,7 +22,7 @@ from tpt.client import TransferClient
 from tpt.database import apply_migrations, ensure_database
 from tpt.devstack.postgres import EmbeddedPostgres
 
-from ..conftest import Database, free_port
+from ..conftest import Database, free_port, register_test_keys
 from .conftest import (
     OUTAGE_TRANSFERS,
     PG_OUTAGE_SECONDS,
@@ -61,6 +61,7 @@ async def outage_database(outage_postgres: EmbeddedPostgres) -> Database:
     db = Database(outage_postgres, "tpt_outage")
     await ensure_database(outage_postgres.url(), db.name)
     await apply_migrations(db.admin_url)
+    await register_test_keys(db.admin_url)
     return db
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from tests.keys import TEST_KEYS
 from tests.workflow.conftest import example
 from tpt.client import TransferClient, connect
 from tpt.demo import SimulatedParties
@@ -25,8 +26,9 @@ async def record(name: str, example_name: str) -> None:
     settings = Settings()
     tpt = TransferClient(await connect(settings), settings.task_queue)
     request = example(example_name)
+    await register_keys(settings)
     await tpt.submit(request)
-    parties = SimulatedParties(tpt, request, print)
+    parties = SimulatedParties(tpt, request, print, TEST_KEYS)
     while not (status := await tpt.status(request.transfer_id)).stage.is_terminal:
         await parties.act(status)
     assert status.stage is Stage.COMPLETED
@@ -35,6 +37,20 @@ async def record(name: str, example_name: str) -> None:
                               ("backfill", backfill_id(request.transfer_id))):
         history = await tpt.client.get_workflow_handle(workflow_id).fetch_history()
         (HERE / f"{name}-{kind}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
+
+
+async def register_keys(settings: Settings) -> None:
+    """The parties sign their decisions: their (this run's) keys go into the stack's signer registry."""
+    import asyncpg
+
+    from tpt.cli_support import audit_url
+    from tpt.keys import store
+
+    conn = await asyncpg.connect(audit_url(settings))
+    try:
+        await store.add_all(conn, TEST_KEYS.registrations(), added_by="record_histories")
+    finally:
+        await conn.close()
 
 
 # Bump when recording histories of a new workflow version; v1: audit appends as local activities,

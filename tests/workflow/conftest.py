@@ -21,6 +21,8 @@ from tpt.messages import TransferStatus
 from tpt.stages import Stage
 from workers.transfer_worker import build_worker
 
+from ..keys import TEST_KEYS
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -55,7 +57,7 @@ def quiet(_: str) -> None:
 
 async def drive_until(tpt: TransferClient, request: TransferRequest, stop: Stage | None = None) -> TransferStatus:
     """Let the simulated parties act until the transfer reaches `stop` (or ends)."""
-    parties = SimulatedParties(tpt, request, quiet)
+    parties = SimulatedParties(tpt, request, quiet, TEST_KEYS)
     while True:
         status = await tpt.status(request.transfer_id)
         if status.stage is stop or status.stage.is_terminal:

@@ -14,6 +14,7 @@ from tpt.ids import backfill_id
 from tpt.messages import BackfillMechanism, BackfillRecord, BackfillStep, Deadlines, EeumInventory
 from tpt.stages import Stage
 
+from ..keys import TEST_KEYS
 from .conftest import drive_until, ended, event_types, example, running_worker
 
 REPORTER = "pl.mon.logistics"
@@ -29,7 +30,7 @@ async def final_delivery(env: WorkflowEnvironment, transfer_id: str, record: Bac
 async def test_partial_deliveries_over_years_complete_the_transfer(
     time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(time_env.client, task_queue)
+    tpt = TransferClient(time_env.client, task_queue, TEST_KEYS)
     request = example("himars-pl")
     tid, required = request.transfer_id, sum(i.quantity for i in request.items)
     async with running_worker(time_env.client, audit_store, task_queue):
@@ -67,7 +68,7 @@ async def test_partial_deliveries_over_years_complete_the_transfer(
 async def test_backfill_continues_as_new_without_losing_state_or_events(
     time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(time_env.client, task_queue)
+    tpt = TransferClient(time_env.client, task_queue, TEST_KEYS)
     request = example("javelin-lt")
     tid = request.transfer_id
     serials = [s for i in request.items for s in i.serials]

@@ -15,6 +15,7 @@ from tpt.messages import Amendment, EmergencyWaiver, JointResolution, TransferSt
 from tpt.stages import Stage
 
 from ..conftest import eventually
+from ..keys import TEST_KEYS
 from .conftest import drive_until, ended, event_types, example, running_worker, stages_entered
 
 WAIVER = EmergencyWaiver(official="state.secretary.delegate",
@@ -44,7 +45,7 @@ async def into_congressional_review(tpt: TransferClient, request: TransferReques
 async def test_review_period_runs_its_days_then_shipment_starts(
     time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str, recipient: str, days: int
 ) -> None:
-    tpt = TransferClient(time_env.client, task_queue)
+    tpt = TransferClient(time_env.client, task_queue, TEST_KEYS)
     request = example("patriot-de", recipient=recipient)
     async with running_worker(time_env.client, audit_store, task_queue):
         await tpt.submit(request)
@@ -76,7 +77,7 @@ async def test_review_period_runs_its_days_then_shipment_starts(
 async def test_emergency_waiver_ends_the_review_at_once(
     time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(time_env.client, task_queue)
+    tpt = TransferClient(time_env.client, task_queue, TEST_KEYS)
     request = example("patriot-de")
     tid = request.transfer_id
     async with running_worker(time_env.client, audit_store, task_queue):
@@ -96,7 +97,7 @@ async def test_emergency_waiver_ends_the_review_at_once(
 async def test_joint_resolution_blocks_the_transfer(
     time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(time_env.client, task_queue)
+    tpt = TransferClient(time_env.client, task_queue, TEST_KEYS)
     request = example("patriot-de")
     tid = request.transfer_id
     async with running_worker(time_env.client, audit_store, task_queue):
@@ -107,15 +108,19 @@ async def test_joint_resolution_blocks_the_transfer(
         result = await ended(tpt, tid)
     assert result.stage is Stage.BLOCKED and result.congressional_review == "BLOCKED"
     assert "H.J.Res. 1" in (result.outcome_reason or "")
-    # The decision and the stage change it causes are the last two events (their order is a race).
+    # The decision and the stage change it causes are the last two events (their order is a race, and the status
+    # shows BLOCKED a moment before its STAGE_ENTERED event is appended).
+    async def blocked_recorded() -> bool:
+        return (await stages_entered(audit_store, tid))[-1] == "BLOCKED"
+
+    await eventually(blocked_recorded)
     assert sorted((await event_types(audit_store, tid))[-2:]) == ["JOINT_RESOLUTION", "STAGE_ENTERED"]
-    assert (await stages_entered(audit_store, tid))[-1] == "BLOCKED"
 
 
 async def test_denial_ends_and_return_sends_back_for_amendment(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     denied, returned = example("himars-pl"), example("himars-pl", requested_by="pl.requester")
     async with running_worker(client, audit_store, task_queue):
         for request in (denied, returned):

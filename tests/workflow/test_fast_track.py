@@ -10,13 +10,14 @@ from tpt.client import TransferClient
 from tpt.stages import Stage
 
 from ..conftest import eventually
+from ..keys import TEST_KEYS
 from .conftest import RecordingNotifier, drive_until, example, running_worker, stages_entered
 
 
 async def test_framework_covered_transfer_is_consented_automatically(
     client: Client, audit_store: AuditStore, task_queue: str, log_capture: list[dict[str, object]]
 ) -> None:
-    tpt, notifier = TransferClient(client, task_queue), RecordingNotifier()
+    tpt, notifier = TransferClient(client, task_queue, TEST_KEYS), RecordingNotifier()
     request = example("javelin-lt")
     async with running_worker(client, audit_store, task_queue, notifier):
         await tpt.submit(request)

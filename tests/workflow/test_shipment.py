@@ -13,6 +13,7 @@ from tpt.messages import Handover, Withdrawal
 from tpt.stages import Stage
 
 from ..conftest import eventually
+from ..keys import TEST_KEYS
 from .conftest import RecordingNotifier, drive_until, event_types, example, running_worker, stages_entered
 
 SERIALS = ["JAV-LT-0001", "JAV-LT-0002", "JAV-LT-0003", "JAV-LT-0004", "JAV-LT-0005", "JAV-LT-0006"]
@@ -29,7 +30,7 @@ def leg1(serials: list[str]) -> Handover:
 async def test_eeum_serial_mismatch_at_handover_is_refused(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("javelin-lt")
     serials = [s for item in request.items for s in item.serials]
     tid = request.transfer_id
@@ -57,7 +58,7 @@ async def test_eeum_serial_mismatch_at_handover_is_refused(
 async def test_withdrawal_before_departure_ends_the_transfer(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("javelin-lt")
     async with running_worker(client, audit_store, task_queue):
         await tpt.submit(request)
@@ -73,7 +74,7 @@ async def test_withdrawal_before_departure_ends_the_transfer(
 async def test_withdrawal_after_a_leg_has_left_is_refused_and_delivery_notifies_scos(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt, notifier = TransferClient(client, task_queue), RecordingNotifier()
+    tpt, notifier = TransferClient(client, task_queue, TEST_KEYS), RecordingNotifier()
     request = example("javelin-lt")
     serials = [s for item in request.items for s in item.serials]
     tid = request.transfer_id
@@ -98,7 +99,7 @@ async def test_the_same_handover_sent_twice_at_once_counts_once(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
     """Validators of updates delivered together all run before any handler: handlers must check again."""
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("javelin-lt")
     serials = [s for item in request.items for s in item.serials]
     tid = request.transfer_id

@@ -15,6 +15,7 @@ from tpt.messages import Amendment, Deadlines, SignOff
 from tpt.stages import Stage
 
 from ..conftest import eventually
+from ..keys import TEST_KEYS
 from .conftest import ended, event_types, example, running_worker, stages_entered
 
 
@@ -33,7 +34,7 @@ async def accepted_updates(client: Client, tid: str) -> int:
 
 
 async def test_quorum_then_veto_rejects_the_transfer(client: Client, audit_store: AuditStore, task_queue: str) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("patriot-de")  # DE: two seats (MOD, BAFA), quorum 2
     tid, digest = request.transfer_id, request.digest()
     async with running_worker(client, audit_store, task_queue):
@@ -60,7 +61,7 @@ async def test_quorum_then_veto_rejects_the_transfer(client: Client, audit_store
 async def test_refused_sign_offs_record_nothing(
     client: Client, audit_store: AuditStore, task_queue: str, decision, reason: str  # type: ignore[no-untyped-def]
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("patriot-de", requested_by="de.requester")
     tid, digest = request.transfer_id, request.digest()
     async with running_worker(client, audit_store, task_queue):
@@ -78,7 +79,7 @@ async def test_refused_sign_offs_record_nothing(
 
 
 async def test_amendment_voids_earlier_sign_offs(client: Client, audit_store: AuditStore, task_queue: str) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     request = example("patriot-de", requested_by="de.requester")
     tid, digest = request.transfer_id, request.digest()
     fewer = request.model_copy(update={"items": [request.items[0].model_copy(update={"quantity": 4})]})
@@ -115,7 +116,7 @@ async def _stage_is(tpt: TransferClient, tid: str, stage: Stage) -> bool:
 async def test_sign_off_reminder_then_expiry(
     time_env: WorkflowEnvironment, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(time_env.client, task_queue)
+    tpt = TransferClient(time_env.client, task_queue, TEST_KEYS)
     request = example("patriot-de")
     deadlines = Deadlines(signoff_reminder=timedelta(days=5), signoff_expiry=timedelta(days=30))
     async with running_worker(time_env.client, audit_store, task_queue):

@@ -17,6 +17,7 @@ from tpt.messages import Deadlines, EeumInventory, SignOff
 from tpt.stages import Stage
 
 from ..conftest import eventually
+from ..keys import TEST_KEYS
 from .conftest import RecordingNotifier, drive_until, example, running_worker
 
 
@@ -35,7 +36,7 @@ async def attributes(client: Client, transfer_id: str) -> dict[str, object]:
 async def test_ui_attributes_and_details_match_the_audit_history(
     client: Client, audit_store: AuditStore, task_queue: str
 ) -> None:
-    tpt = TransferClient(client, task_queue)
+    tpt = TransferClient(client, task_queue, TEST_KEYS)
     # EEUM's 90-day clock shrunk to 90 ticks of 20 ms, so the inventory falls overdue during the test.
     fast_clock = Deadlines(calendar_day=timedelta(milliseconds=20))
     targets: list[tuple[TransferRequest, Stage, Deadlines | None]] = [

@@ -1,13 +1,15 @@
 """Offline audit bundles: one transfer's events as canonical JSON Lines, closed by a trailer line.
 
-Pure, no database. A bundle proves its own consistency (every hash, every link, the count and the head);
-whether it is *the* history is settled by comparing its head hash with one held independently.
+Pure, no database. A bundle proves its own consistency (every hash, every link, the count and the head, and every
+signed decision's signature with the public key its event recorded); whether it is *the* history is settled by
+comparing its head hash with one held independently, and whether the signing keys were the registered ones by
+giving the registry's keys (`tpt keys list --json`) as `trusted`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tpt.audit.chain import verify_chain
 from tpt.audit.events import AuditEvent
 from tpt.canonical import canonical_json
+from tpt.signing import verify_recorded
 
 FORMAT = "tpt-audit-bundle"
 VERSION = 1
@@ -52,6 +55,7 @@ class BundleSummary:
     events: int
     head_hash: str
     version: int
+    signatures: int = 0  # signed decisions whose signatures verified
 
 
 def export(events: Sequence[AuditEvent]) -> bytes:
@@ -65,14 +69,42 @@ def export(events: Sequence[AuditEvent]) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
-def verify(data: bytes) -> BundleSummary:
-    """Check a bundle; raises MalformedBundle or BrokenBundle naming the first offending line."""
+def verify(data: bytes, trusted: Mapping[str, Mapping[str, Any]] | None = None) -> BundleSummary:
+    """Check a bundle; raises MalformedBundle or BrokenBundle naming the first offending line. `trusted` (key id →
+    registered key) also requires every signing key to be a registered one."""
     lines = _split(data)
     events = [_event(n, raw) for n, raw in enumerate(lines[:-1], start=1)]
     trailer = _trailer(len(lines), lines[-1])
     _check_events(events, trailer)
     _check_trailer(events, trailer, len(lines))
-    return BundleSummary(trailer.transfer_id, trailer.events, trailer.head_hash, trailer.version)
+    signed = _check_signatures(events, trusted)
+    return BundleSummary(trailer.transfer_id, trailer.events, trailer.head_hash, trailer.version, signed)
+
+
+def trusted_keys(data: bytes) -> dict[str, dict[str, Any]]:
+    """The registry's keys from `tpt keys list --json`, by key id; ValueError when it is not such a file."""
+    try:
+        keys = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not JSON: {err}") from None
+    if not isinstance(keys, list) or not all(isinstance(k, dict) and "key_id" in k for k in keys):
+        raise ValueError("not a list of keys (as `tpt keys list --json` prints)")
+    return {k["key_id"]: k for k in keys}
+
+
+def _check_signatures(events: list[AuditEvent], trusted: Mapping[str, Mapping[str, Any]] | None) -> int:
+    """Every recorded signature verifies (with the key its event recorded, and a trusted one if given)."""
+    signed = 0
+    for n, event in enumerate(events, start=1):
+        try:
+            found = verify_recorded(event_type=event.event_type, transfer_id=event.transfer_id, actor=event.actor,
+                                    role=event.role, request_digest=event.request_digest, payload=event.payload,
+                                    trusted=trusted)
+        except ValueError as err:
+            problem = _first_error(err) if isinstance(err, ValidationError) else str(err)
+            raise BrokenBundle(n, f"event {event.event_id}: signature not valid: {problem}") from None
+        signed += found is not None
+    return signed
 
 
 def _split(data: bytes) -> list[bytes]:

@@ -103,18 +103,30 @@ def export(
 
 
 @app.command("verify-bundle")
-def verify_bundle(file: Path) -> None:
-    """Check an exported bundle offline (no database): exit 1 if it was altered, 2 if it is not a bundle."""
+def verify_bundle(
+    file: Path,
+    keys: Annotated[Path | None, typer.Option(
+        "--keys", dir_okay=False, help="the signer registry's keys (`tpt keys list --json`): signing keys must be "
+                                       "registered ones")] = None,
+) -> None:
+    """Check an exported bundle offline (no database): every hash, link and decision signature. Exit 1 if it was
+    altered, 2 if it is not a bundle."""
     try:
-        summary = bundle.verify(file.read_bytes())
+        trusted = bundle.trusted_keys(keys.read_bytes()) if keys else None
+        summary = bundle.verify(file.read_bytes(), trusted)
     except OSError as err:
-        fail(f"cannot read {file}: {err.strerror}", EXIT_BAD_INPUT)
+        fail(f"cannot read {err.filename or file}: {err.strerror}", EXIT_BAD_INPUT)
+    except ValueError as err:
+        fail(f"{keys}: {err}", EXIT_BAD_INPUT)
     except bundle.MalformedBundle as err:
         fail(f"{file}: malformed bundle at {err}", EXIT_BAD_INPUT)
     except bundle.BrokenBundle as err:
         fail(f"{file}: BROKEN at {err}")
     typer.echo(f"ok: {summary.events} event(s) of {summary.transfer_id} verified; "
                f"head hash {summary.head_hash} (bundle v{summary.version})")
+    typer.echo(f"ok: {summary.signatures} signed decision(s), every signature verified"
+               + (" with a registered key" if trusted is not None else
+                  " with the key its event recorded (give --keys to check those against the signer registry)"))
 
 
 @app.command("rebuild")

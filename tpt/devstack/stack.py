@@ -14,9 +14,12 @@ from temporalio.client import Client
 
 from tpt.audit.store import AuditStore
 from tpt.client import connect
+from tpt.codec import EncryptionCodec, KeyringError, keyring_for
+from tpt.codec.keyring import ensure_dev_key_file
+from tpt.codec.server import CodecServer, CodecServerError, config_from_settings
 from tpt.database import apply_migrations, ensure_database
 from tpt.devstack.postgres import EmbeddedPostgres
-from tpt.devstack.processes import require_free_port
+from tpt.devstack.processes import StackError, require_free_port
 from tpt.devstack.temporal import TemporalDevServer
 from tpt.settings import Settings
 from tpt.telemetry import install_metrics
@@ -51,11 +54,37 @@ async def database(settings: Settings) -> AsyncIterator[DatabaseUrls]:
 
 
 @contextlib.contextmanager
-def temporal_server(settings: Settings) -> Iterator[TemporalDevServer]:
+def temporal_server(settings: Settings, codec_endpoint: str | None = None) -> Iterator[TemporalDevServer]:
     server = TemporalDevServer(
         settings.state_dir / "temporal.db", settings.temporal_host, settings.temporal_port, settings.ui_port,
-        settings.temporal_namespace, binary=settings.temporal_bin,
+        settings.temporal_namespace, binary=settings.temporal_bin, codec_endpoint=codec_endpoint,
     )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def with_codec_keys(settings: Settings) -> Settings:
+    """The configured keyring, or `tpt dev`'s own: a key file made in the state directory on the first run."""
+    if settings.codec_keys is not None or settings.codec_key_file is not None:
+        return settings
+    try:
+        return settings.model_copy(update={"codec_key_file": ensure_dev_key_file(settings)})
+    except (ValueError, OSError) as err:  # a damaged or unreadable key file (KeyringError is a ValueError)
+        raise StackError(f"the dev codec key file in {settings.state_dir} cannot be used ({err}): restore it "
+                         "from a backup; deleting it makes a new key and the transfers stored so far unreadable"
+                         ) from err
+
+
+@contextlib.contextmanager
+def codec_server(settings: Settings) -> Iterator[CodecServer]:
+    """The remote codec the Web UI decrypts payloads through, serving the same keyring as the worker."""
+    try:
+        server = CodecServer(config_from_settings(settings, EncryptionCodec(keyring_for(settings))))
+    except (KeyringError, CodecServerError) as err:
+        raise StackError(str(err)) from err
     server.start()
     try:
         yield server
@@ -75,13 +104,14 @@ async def run_dev(settings: Settings, on_ready: OnReady | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with temporal_server(settings):
+    settings = with_codec_keys(settings)
+    with codec_server(settings) as codec, temporal_server(settings, settings.codec_url):
         async with database(settings) as urls, AuditStore.open(
             urls.worker, settings.db_pool_min, settings.db_pool_max
         ) as store:
             client = await connect(settings)
             worker = build_worker(client, store, settings.task_queue)
-            _print_banner(settings, urls, metrics_url)
+            _print_banner(settings, urls, metrics_url, codec)
             async with worker:
                 extra = asyncio.create_task(on_ready(client, settings)) if on_ready else None
                 await stop.wait()
@@ -92,13 +122,21 @@ async def run_dev(settings: Settings, on_ready: OnReady | None = None) -> None:
     print("tpt dev: stopped; state kept in", settings.state_dir, flush=True)
 
 
-def _print_banner(settings: Settings, urls: DatabaseUrls, metrics_url: str) -> None:
+def _print_banner(settings: Settings, urls: DatabaseUrls, metrics_url: str, codec: CodecServer) -> None:
+    keyring = codec.config.codec.keyring
+    assert keyring is not None
+    login = ([f"  Codec login      {codec.url}/login with TPT_CODEC_TOKEN, then tick \"Include cross-origin "
+              "credentials\" in the UI's Codec Server settings (README: Payload encryption)"]
+             if codec.config.token else [])
     print(
         "\n".join([
             "",
             "tpt dev stack is up",
             f"  Temporal Web UI  {settings.ui_url}/namespaces/{settings.temporal_namespace}/workflows",
             f"  Temporal gRPC    {settings.temporal_address}",
+            f"  Codec server     {settings.codec_url} (payloads AES-256-GCM encrypted, current key {keyring.current})",
+            f"  Codec keys       {keyring.source}",
+            *login,
             f"  Audit database   {urls.admin}",
             f"  Metrics          {metrics_url}",
             f"  Task queue       {settings.task_queue}",

@@ -25,12 +25,14 @@ def default_binary(name: str = "temporal") -> Path:
 
 class TemporalDevServer:
     def __init__(self, db_file: Path, host: str, port: int, ui_port: int, namespace: str,
-                 binary: Path | None = None, log_path: Path | None = None, ui: bool = True):
+                 binary: Path | None = None, log_path: Path | None = None, ui: bool = True,
+                 codec_endpoint: str | None = None):
         self.binary = binary or default_binary()
         self.db_file = db_file
         self.host, self.port, self.ui_port = host, port, ui_port
         self.namespace = namespace
         self.ui = ui
+        self.codec_endpoint = codec_endpoint  # the remote codec the Web UI decrypts payloads through
         self.log_path = log_path or db_file.parent / "temporal.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -38,6 +40,8 @@ class TemporalDevServer:
         argv = [str(self.binary), "server", "start-dev", "--db-filename", str(self.db_file), "--ip", self.host,
                 "--port", str(self.port), "--namespace", self.namespace, "--log-level", "warn",
                 "--log-format", "json", *search_attributes.dev_server_flags()]
+        if self.ui and self.codec_endpoint:
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
         return argv + (["--ui-port", str(self.ui_port)] if self.ui else ["--headless"])
 
     def start(self) -> None:

@@ -296,8 +296,17 @@ class TemporalStack:
         self.server.start()
         self.restarts += 1
 
-    async def connect(self) -> Client:
-        return await Client.connect(self.address, data_converter=pydantic_data_converter)
+    async def connect(self, within: float = 60.0) -> Client:
+        """A client as soon as the frontend is healthy: its port opens before it answers ("Frontend is not healthy
+        yet"), more slowly on a loaded machine."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return await Client.connect(self.address, data_converter=pydantic_data_converter)
+            except RuntimeError as err:
+                if "not healthy" not in str(err) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

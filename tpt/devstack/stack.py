@@ -109,7 +109,7 @@ async def run_dev(settings: Settings, on_ready: OnReady | None = None) -> None:
         async with database(settings) as urls, AuditStore.open(
             urls.worker, settings.db_pool_min, settings.db_pool_max
         ) as store:
-            client = await connect(settings)
+            client = await _connect_when_healthy(settings)
             worker = build_worker(client, store, settings.task_queue)
             _print_banner(settings, urls, metrics_url, codec)
             async with worker:
@@ -146,3 +146,15 @@ def _print_banner(settings: Settings, urls: DatabaseUrls, metrics_url: str, code
         ]),
         flush=True,
     )
+
+
+async def _connect_when_healthy(settings: Settings, within: float = 60.0) -> Client:
+    """The dev server opens its port before its frontend answers ("Frontend is not healthy yet")."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await connect(settings)
+        except RuntimeError as err:
+            if "not healthy" not in str(err) or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)

@@ -12,6 +12,8 @@ from tpt.audit.events import GENESIS_HASH, NewAuditEvent, event_id
 from tpt.audit.store import AuditConflict, AuditStore
 from tpt.stages import Stage
 
+from ..conftest import Database
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -56,6 +58,55 @@ async def test_fifty_concurrent_appends_form_one_unbroken_chain(audit_store: Aud
     assert all(later.prev_hash == earlier.hash for earlier, later in zip(events, events[1:], strict=False))
     checked, breaks = await audit_store.verify("TPT-RACE-1")
     assert (checked, breaks) == (50, [])
+
+
+async def test_two_workers_correct_each_others_stale_heads(audit_store: AuditStore, database: Database) -> None:
+    """Each store chains onto the head it last saw (a guess); the database refuses a stale guess and the append
+    goes again onto the real head, so two workers taking turns on one transfer still build one chain."""
+    async with AuditStore.open(database.worker_url, 1, 5) as other:
+        for n in range(1, 9):  # strictly alternating: every append after the first starts from a stale head
+            await (audit_store if n % 2 else other).append(make_event("TPT-TWO-1", n))
+        await asyncio.gather(*((audit_store if n % 2 else other).append(make_event("TPT-TWO-1", n))
+                               for n in range(9, 49)))
+        again = await other.append(make_event("TPT-TWO-1", 1))  # a retry through the store that never wrote it
+    events = await audit_store.history("TPT-TWO-1")
+    assert [e.seq for e in events] == list(range(1, 49))
+    assert again == events[0]
+    assert await audit_store.verify("TPT-TWO-1") == (48, [])
+
+
+async def test_appends_to_many_transfers_at_once_each_chain_whole(audit_store: AuditStore) -> None:
+    transfers = [f"TPT-MANY-{k}" for k in range(40)]
+    stored = await asyncio.gather(*(audit_store.append(make_event(t, n)) for n in range(1, 6) for t in transfers))
+    assert len({e.hash for e in stored}) == 200
+    for t in transfers:
+        assert await audit_store.verify(t) == (5, [])
+        row = await audit_store.transfer(t)
+        assert row is not None and row.last_seq == 5
+
+
+async def test_an_event_postgres_refuses_fails_alone(audit_store: AuditStore) -> None:
+    """Appends waiting together go in one statement; one the database refuses must not take the others down."""
+    bad = make_event("TPT-BAD-1", 1, payload={"note": "\u0000"})  # jsonb cannot hold NUL
+    results = await asyncio.gather(audit_store.append(bad),
+                                   *(audit_store.append(make_event(f"TPT-GOOD-{k}", 1)) for k in range(10)),
+                                   return_exceptions=True)
+    assert isinstance(results[0], asyncpg.PostgresError), results[0]
+    assert all(not isinstance(r, BaseException) for r in results[1:]), results[1:]
+    assert await audit_store.history("TPT-BAD-1") == []
+    assert await audit_store.transfer("TPT-BAD-1") is None
+    assert [await audit_store.verify(f"TPT-GOOD-{k}") for k in range(10)] == [(1, [])] * 10
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_and_the_chain_whole(audit_store: AuditStore) -> None:
+    tasks = [asyncio.create_task(audit_store.append(make_event("TPT-CANCEL-1", n))) for n in range(1, 21)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(t.cancelled() or t.exception() is None for t in tasks)
+    stored = await audit_store.append(make_event("TPT-CANCEL-1", 4))  # the retry of the abandoned one
+    checked, breaks = await audit_store.verify("TPT-CANCEL-1")
+    assert (checked, breaks) == (20, []) and stored.event_id.endswith(":4")
 
 
 @pytest.mark.parametrize("statement", [

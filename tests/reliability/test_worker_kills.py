@@ -102,10 +102,10 @@ async def test_an_append_committed_as_the_worker_died_is_not_taken_for_a_conflic
     not refused as a conflict, which fails the workflow (the transfer is lost) or, in an update handler, the
     decision.
 
-    The append is held between its read and its write by a SHARE lock on `audit_events` (reads pass, inserts
-    wait). The worker runs on one connection whose INSERT is already prepared (a first transfer warmed it), so the
-    INSERT waits in its execution; the worker is killed there and the lock released: Postgres commits the dead
-    worker's INSERT, exactly as when a worker dies between an append's commit and its task's completion."""
+    The append is held at its write by a SHARE lock on `audit_events` (reads pass, inserts wait). The worker runs
+    on one connection whose statement is already prepared (a first transfer warmed it), so it waits in its
+    execution; the worker is killed there and the lock released: Postgres commits the dead worker's INSERT,
+    exactly as when a worker dies between an append's commit and its task's completion."""
     tpt = TransferClient(temporal_client, reliability_queue)
     warm_up, request = fleet_requests(2, "TPT-DIED")
     tid = request.transfer_id
@@ -119,10 +119,7 @@ async def test_an_append_committed_as_the_worker_died_is_not_taken_for_a_conflic
             async with admin.transaction():
                 await admin.execute("LOCK TABLE audit_events IN SHARE MODE")
                 await tpt.submit(request)
-                await eventually(lambda: admin.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tpt_worker' AND datname = $1 "
-                    "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO audit_events%'", database.name),
-                    timeout=60)
+                await eventually(lambda: admin.fetchval(_WORKER_WAITS_ON_AUDIT_EVENTS, database.name), timeout=60)
                 worker.kill()  # its INSERT of TRANSFER_REQUESTED waits in Postgres; its workflow task never completes
                 await asyncio.sleep(1)
             await eventually(lambda: admin.fetchval(  # the dead worker's INSERT went ahead
@@ -154,6 +151,14 @@ async def test_an_append_committed_as_the_worker_died_is_not_taken_for_a_conflic
         events = await store.history(tid)
         assert [e.event_type for e in events] == ["TRANSFER_REQUESTED", "STAGE_ENTERED"]
         assert await store.verify(tid) == (2, [])
+
+
+# The worker's statement waiting for a lock on audit_events (pg_locks, not the query text, which pg_stat_activity
+# truncates to 1 kB: the append is one long statement).
+_WORKER_WAITS_ON_AUDIT_EVENTS = """
+SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE a.usename = 'tpt_worker' AND a.datname = $1 AND NOT l.granted AND l.relation = 'audit_events'::regclass
+"""
 
 
 async def _stage_is(tpt: TransferClient, tid: str, stage: Stage) -> bool:

@@ -14,6 +14,7 @@ from activities.signers import SignerActivities
 from tpt.audit.store import AuditStore
 from tpt.settings import Settings
 from tpt.signing import SignaturePolicy
+from workers.bytecode import compile_workflow_modules
 from workers.log_context import LogContextInterceptor
 from workflows.backfill import BackfillWorkflow
 from workflows.shipment import ShipmentWorkflow
@@ -30,6 +31,7 @@ def build_worker(client: Client, store: AuditStore, task_queue: str, *, notifier
                  eeum_registry: EeumRegistry | None = None, signature_policy: SignaturePolicy | None = None,
                  **options: object) -> Worker:
     """`signature_policy`: default from TPT_REQUIRE_SIGNATURES / TPT_REQUIRE_OPERATOR_SIGNATURES."""
+    compile_workflow_modules()
     signers = SignerActivities(store.pool, signature_policy or Settings().signature_policy)
     audit, notify, custody = AuditActivities(store), NotifyActivities(notifier), CustodyActivities(eeum_registry)
     return Worker(

@@ -10,20 +10,26 @@ actor option (--signer, --reviewer, …) then defaults to the key's holder.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 
-from tpt.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNREACHABLE, fail
+from tpt.cli_support import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    ends_process,
+    fail,
+    temporal_used,
+)
 from tpt.cli_support import load_settings as _settings
 from tpt.errors import (
     DecisionRefused,
@@ -43,7 +49,6 @@ if TYPE_CHECKING:
     from tpt.signing import Signer
 
 T = TypeVar("T")
-P = ParamSpec("P")
 M = TypeVar("M", bound=BaseModel)
 
 TransferId = Annotated[str, typer.Argument(help="the transfer id, e.g. TPT-DE-2026-0001", show_default=False)]
@@ -59,40 +64,9 @@ _EXIT_CODES: list[tuple[type[TransferError], int]] = [
 ]
 
 
-_temporal_used = False  # set once a Temporal client exists in this process
-
-
-def _ends_process(command: Callable[P, None]) -> Callable[P, None]:
-    """Once a Temporal client exists, end the process with os._exit after flushing the output: the client's
-    Rust threads can abort interpreter teardown with "PyGILState_Release" (temporalio/sdk-python#300), which
-    turned about one exit in four into 134 (SIGABRT) on a 2-core machine."""
-
-    @functools.wraps(command)
-    def run_then_exit(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-            code = 0
-        except typer.Exit as done:
-            code = done.exit_code
-        except KeyboardInterrupt:
-            code = 130
-        except Exception:
-            if not _temporal_used:
-                raise
-            traceback.print_exc()
-            code = EXIT_FAILED
-        if not _temporal_used:
-            raise typer.Exit(code)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-    return run_then_exit
-
-
 # --- read commands ---------------------------------------------------------------------------------------
 
-@_ends_process
+@ends_process
 def submit(file: RequestFile) -> None:
     """Submit a transfer request (JSON or YAML).
 
@@ -108,7 +82,7 @@ def submit(file: RequestFile) -> None:
     typer.echo(f"follow it with `tpt watch {request.transfer_id}` or at {url}")
 
 
-@_ends_process
+@ends_process
 def status(transfer_id: TransferId, as_json: AsJson = False) -> None:
     """The transfer's stage checklist: who signed, what is awaited, how it ended."""
     from tpt.transfer_view import checklist
@@ -120,7 +94,7 @@ def status(transfer_id: TransferId, as_json: AsJson = False) -> None:
         _console().print(checklist(current))
 
 
-@_ends_process
+@ends_process
 def list_transfers(
     stage: Annotated[Stage | None, typer.Option(case_sensitive=False, help="only transfers in this stage")] = None,
     donor: Annotated[str | None, typer.Option(help="donor nation, e.g. DE")] = None,
@@ -141,7 +115,7 @@ def list_transfers(
         typer.echo("\n".join(summary_lines(found)))
 
 
-@_ends_process
+@ends_process
 def watch(transfer_id: TransferId, as_json: AsJson = False,
           interval: Annotated[float, typer.Option(min=0.1, help="seconds between polls")] = 0.5) -> None:
     """Follow a transfer until it ends: a live checklist on a terminal, one line per change otherwise."""
@@ -157,7 +131,7 @@ def watch(transfer_id: TransferId, as_json: AsJson = False,
 
 # --- decisions -------------------------------------------------------------------------------------------
 
-@_ends_process
+@ends_process
 def sign_off(
     transfer_id: TransferId,
     role: Annotated[str, typer.Option(help="the seat you sign for, e.g. MOD", show_default=False)],
@@ -185,7 +159,7 @@ def sign_off(
     _report(_call(sign))
 
 
-@_ends_process
+@ends_process
 def decide(
     transfer_id: TransferId,
     office: Annotated[str, typer.Option(help="the office the transfer is routed to: PM_RSAT or PM_DDTC",
@@ -217,7 +191,7 @@ def decide(
     _report(_call(decide_on))
 
 
-@_ends_process
+@ends_process
 def handover(
     transfer_id: TransferId,
     leg: Annotated[str, typer.Option(help="e.g. depot-to-hub, hub-to-border, border-to-unit", show_default=False)],
@@ -234,7 +208,7 @@ def handover(
     typer.echo(f"{transfer_id}: {leg} handed over to {to_party}; next leg: {shipment.next_leg or 'none, delivered'}")
 
 
-@_ends_process
+@ends_process
 def backfill(
     transfer_id: TransferId,
     step: Annotated[BackfillStep, typer.Option(case_sensitive=False, show_default=False)],
@@ -253,7 +227,7 @@ def backfill(
     typer.echo(f"{transfer_id}: backfill {step.value} recorded; {state.replaced}/{state.required} units replaced")
 
 
-@_ends_process
+@ends_process
 def withdraw(transfer_id: TransferId,
              reason: Annotated[str, typer.Option(show_default=False)],
              actor: Annotated[str | None, typer.Option(help="the requester's actor id; default: your key's",
@@ -267,7 +241,7 @@ def withdraw(transfer_id: TransferId,
     _report(_call(lambda tpt: tpt.withdraw(transfer_id, record, signer=signing)))
 
 
-@_ends_process
+@ends_process
 def amend(transfer_id: TransferId, file: RequestFile,
           reason: Annotated[str, typer.Option(show_default=False)],
           actor: Annotated[str | None, typer.Option(help="the requester's actor id; default: your key's",
@@ -282,7 +256,7 @@ def amend(transfer_id: TransferId, file: RequestFile,
     _report(_call(lambda tpt: tpt.amend(transfer_id, amendment, signer=signing)))
 
 
-@_ends_process
+@ends_process
 def waive(transfer_id: TransferId,
           justification: Annotated[str, typer.Option(help="the written emergency justification",
                                                      show_default=False)],
@@ -298,7 +272,7 @@ def waive(transfer_id: TransferId,
     _report(_call(lambda tpt: tpt.emergency_waiver(transfer_id, waiver, signer=signing)))
 
 
-@_ends_process
+@ends_process
 def inventory(transfer_id: TransferId,
               serial: Annotated[list[str], typer.Option(help="a serial counted; repeat for each",
                                                         show_default=False)],
@@ -321,9 +295,8 @@ def _call(work: Callable[[TransferClient], Awaitable[T]]) -> T:
     from tpt.client import TransferClient
 
     async def go() -> T:
-        global _temporal_used
         settings = _settings()
-        _temporal_used = True
+        temporal_used()
         try:
             tpt = await TransferClient.connect(settings)
         except ValueError as err:  # a TLS setting that cannot be used

@@ -7,14 +7,11 @@ Exit codes: 0 done, 1 failed, 2 bad input, 3 refused (by the workflow, by Tempor
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -24,8 +21,10 @@ from tpt.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
+    ends_process,
     fail,
     load_settings,
+    temporal_used,
 )
 from tpt.messages import OpsAction
 from tpt.ops.client import (
@@ -46,7 +45,6 @@ from tpt.stages import Stage
 
 app = typer.Typer(no_args_is_help=True, help="Operations: find stuck transfers and set them moving again.")
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 TransferId = Annotated[str, typer.Argument(help="the transfer id", show_default=False)]
@@ -66,45 +64,11 @@ Activity = Annotated[str, typer.Option(
     "--activity", help="the activity's type (e.g. notify_security_cooperation_offices) or id", show_default=False)]
 
 
-_temporal_used = False  # set once a Temporal client exists in this process
-
-
-def _ends_process(command: Callable[P, None]) -> Callable[P, None]:
-    """Once a Temporal client exists, exit with os._exit after flushing: the client's Rust threads can abort
-    interpreter teardown (temporalio/sdk-python#300)."""
-
-    @functools.wraps(command)
-    def run_then_exit(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            command(*args, **kwargs)
-            code = 0
-        except typer.Exit as done:
-            code = done.exit_code
-        except typer.Abort:
-            typer.echo("aborted: nothing changed", err=True)
-            code = EXIT_FAILED
-        except KeyboardInterrupt:
-            code = 130
-        except Exception:
-            if not _temporal_used:
-                raise
-            traceback.print_exc()
-            code = EXIT_FAILED
-        if not _temporal_used:
-            raise typer.Exit(code)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-    return run_then_exit
-
-
 def _run(work: Callable[[OpsClient], Awaitable[R]]) -> R:
     async def go() -> R:
         from tpt.client import connect
 
-        global _temporal_used
-        _temporal_used = True
+        temporal_used()
         try:
             client = await connect(load_settings())
         except RuntimeError as err:
@@ -153,7 +117,7 @@ def _one_of(transfer_id: str | None, query: str | None, all_stuck: bool) -> None
 # --- finding ---------------------------------------------------------------------------------------------
 
 @app.command("stuck")
-@_ends_process
+@ends_process
 def stuck(query: Query = None,
           sla: Annotated[list[str] | None, typer.Option(
               "--sla", help="STAGE=DURATION overriding the stage's SLA (e.g. US_REVIEW=3d; none turns it off)")] = None,
@@ -215,7 +179,7 @@ def _step_command(verb: str, transfer_id: str | None, query: str | None, all_stu
 
 
 @app.command("retry")
-@_ends_process
+@ends_process
 def retry(transfer_id: OptionalId = None, query: Query = None, all_stuck: AllStuck = False, *,
           operator: Operator, reason: Annotated[str, typer.Option(help="why the step can run now")],
           dry_run: DryRun = False, yes: Yes = False, concurrency: Concurrency = DEFAULT_CONCURRENCY,
@@ -225,7 +189,7 @@ def retry(transfer_id: OptionalId = None, query: Query = None, all_stuck: AllStu
 
 
 @app.command("skip")
-@_ends_process
+@ends_process
 def skip(transfer_id: OptionalId = None, query: Query = None, all_stuck: AllStuck = False, *,
          operator: Operator, reason: Annotated[str, typer.Option(help="why the step may be left undone")],
          dry_run: DryRun = False, yes: Yes = False, concurrency: Concurrency = DEFAULT_CONCURRENCY,
@@ -237,7 +201,7 @@ def skip(transfer_id: OptionalId = None, query: Query = None, all_stuck: AllStuc
 # --- workflow reset --------------------------------------------------------------------------------------
 
 @app.command("reset")
-@_ends_process
+@ends_process
 def reset(transfer_id: OptionalId = None, query: Query = None, all_stuck: AllStuck = False, *,
           to_stage: Annotated[str, typer.Option("--to-stage", help="the stage to start again: ALLY_SIGNOFF, "
                                                 "US_REVIEW, CONGRESSIONAL_REVIEW or SHIPMENT", show_default=False)],
@@ -265,7 +229,7 @@ def reset(transfer_id: OptionalId = None, query: Query = None, all_stuck: AllStu
 
 
 @app.command("record-reset")
-@_ends_process
+@ends_process
 def record_reset(transfer_id: TransferId, *, operator: Operator,
                  reason: Annotated[str, typer.Option(help="why the transfer was reset")]) -> None:
     """Put a reset done outside `tpt ops reset` (the Temporal UI or CLI) on the audit record."""
@@ -277,7 +241,7 @@ def record_reset(transfer_id: TransferId, *, operator: Operator,
 # --- Temporal's activity operations ----------------------------------------------------------------------
 
 @app.command("pause")
-@_ends_process
+@ends_process
 def pause(transfer_id: TransferId, activity: Activity, *, operator: Operator,
           reason: Annotated[str, typer.Option(help="why it must stop retrying")]) -> None:
     """Pause a failing activity of the transfer or its children: no more attempts until `unpause`."""
@@ -287,7 +251,7 @@ def pause(transfer_id: TransferId, activity: Activity, *, operator: Operator,
 
 
 @app.command("unpause")
-@_ends_process
+@ends_process
 def unpause(transfer_id: TransferId, activity: Activity, *, operator: Operator,
             reason: Annotated[str, typer.Option(help="why it may run again")],
             reset_attempts: Annotated[bool, typer.Option("--reset-attempts", help="count attempts from 1 again")]
@@ -299,7 +263,7 @@ def unpause(transfer_id: TransferId, activity: Activity, *, operator: Operator,
 
 
 @app.command("reset-activity")
-@_ends_process
+@ends_process
 def reset_activity(transfer_id: TransferId, activity: Activity, *, operator: Operator,
                    reason: Annotated[str, typer.Option(help="why it should start over now")],
                    keep_paused: Annotated[bool, typer.Option("--keep-paused", help="stay paused if it is")]

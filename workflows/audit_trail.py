@@ -29,10 +29,15 @@ AUDIT_RETRY = RetryPolicy(
 
 
 class AuditTrail:
-    def __init__(self, transfer_id: str, ordinals: dict[str, int] | None = None):
+    def __init__(self, transfer_id: str, ordinals: dict[str, int] | None = None, *, scope: str | None = None):
+        """`scope`: a child workflow's (shipment, backfill), in its event ids. A transfer and its children write
+        one chain and count their events apart: unscoped, the child's first NEEDS_ATTENTION would carry the id of
+        the transfer's first, and the second append of that id would be refused as a conflict. (Only activity
+        inputs change, which replay does not compare: no patch needed.)"""
         # Decided once, when the workflow is created, so that no later coroutine can meet the patch first.
         self.via_activity = workflow.patched(AUDIT_AS_ACTIVITY)
         self.transfer_id = transfer_id
+        self.id_base = transfer_id if scope is None else f"{transfer_id}/{scope}"
         self.ordinals: dict[str, int] = dict(ordinals or {})
         self.count = 0
         self._lock = asyncio.Lock()
@@ -48,7 +53,7 @@ class AuditTrail:
         self.branch = seed  # nothing else here: the SDK swallows a callback's exceptions
 
     def event_id(self, event_type: str, ordinal: int) -> str:
-        base = event_id(self.transfer_id, event_type, ordinal)
+        base = event_id(self.id_base, event_type, ordinal)
         return base if self.branch is None else f"{base}@reset-{self.branch:016x}"
 
     async def record(self, event_type: str, stage: Stage, actor: str, role: str, payload: dict[str, Any], *,

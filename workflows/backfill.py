@@ -24,7 +24,7 @@ class BackfillWorkflow:
     def __init__(self, input: BackfillInput) -> None:
         self.input = input
         self.state = input.carried or BackfillStatus(required=input.quantity_required)
-        self.trail = AuditTrail(input.transfer_id, input.audit_ordinals)
+        self.trail = AuditTrail(input.transfer_id, input.audit_ordinals, scope="backfill")
         self.progress = 0  # records since the last reminder
 
     @workflow.run

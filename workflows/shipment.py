@@ -36,7 +36,7 @@ class ShipmentWorkflow(Operable, SignedDecisions):
         self.handovers: list[Handover] = []
         self.departures: list[datetime] = []  # when each handover was recorded
         self.custodian = input.first_custodian
-        self.trail = AuditTrail(input.transfer_id)
+        self.trail = AuditTrail(input.transfer_id, scope="shipment")
         self.signers = input.signers  # the parent's signer registry: who may retry or skip a step here
         # Decided here, once, like the audit patch: never from a coroutine that might meet it first elsewhere.
         self.registers_custody = workflow.patched(EEUM_CUSTODY_STEP)

@@ -62,6 +62,7 @@ async def test_partial_deliveries_over_years_complete_the_transfer(
     assert [e.payload["replaced"] for e in deliveries] == [first, 2 * first, required]
     assert deliveries[-1].workflow_time - events[0].workflow_time > timedelta(days=2 * 365)
     assert sum(e.event_type == "BACKFILL_REMINDER" for e in events) >= 5  # quiet stretches were chased
+    assert all(e.event_id.startswith(f"{tid}/backfill:") for e in deliveries)  # counted apart from the transfer's
     assert await audit_store.verify(tid) == (len(events), [])
 
 

@@ -134,6 +134,9 @@ async def test_a_permanent_fault_waits_for_an_operator_then_retry_completes(
     assert (retry.actor, retry.role, retry.payload["reason"]) == ("ops.duty@tpt", "operator", "gateway back up")
     flag = next(e for e in events if e.event_type == "NEEDS_ATTENTION")
     assert expected in flag.payload["blocked_reason"]
+    # The shipment counts its flags apart from the transfer's: the transfer's own first flag (an EEUM inventory
+    # overdue, later) will be `{tid}:NEEDS_ATTENTION:1`, not this id again (which would be refused as a conflict).
+    assert flag.event_id == f"{tid}/shipment:NEEDS_ATTENTION:1"
     assert await audit_store.verify(tid) == (len(events), [])
 
 

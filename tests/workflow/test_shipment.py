@@ -93,6 +93,8 @@ async def test_withdrawal_after_a_leg_has_left_is_refused_and_delivery_notifies_
     types = await event_types(audit_store, tid)
     assert "WITHDRAWAL" not in types
     assert types.count("HANDOVER") == 3 and types.index("SHIPMENT_DELIVERED") < types.index("SCO_NOTIFIED")
+    by_workflow = {e.event_type: e.event_id.split(":")[0] for e in await audit_store.history(tid)}
+    assert (by_workflow["TRANSFER_REQUESTED"], by_workflow["HANDOVER"]) == (tid, f"{tid}/shipment")
 
 
 async def test_the_same_handover_sent_twice_at_once_counts_once(

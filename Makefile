@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test soak lint clean-state
+.PHONY: run test soak bench lint clean-state
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)  ## the whole suite against real Temporal servers and real Postgr
 
 soak: $(STAMP)  ## the long reliability variant: 500 transfers, 12 worker kills, 3 server restarts (about an hour)
 	TPT_RELIABILITY_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## every `tpt bench` scenario at its default size beside its baseline (under 10 min): a table, and JSON
+	mkdir -p test-output
+	$(BIN)/tpt bench --json test-output/bench.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check tpt workflows activities workers deploy tests

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         30.0, description="on SIGTERM, how long in-flight activities may run before they are cancelled"
     )
+    # Sticky cache and its queue: see README, "Benchmark" (memory past the cache, restart after a crash, bursts).
+    worker_cache_size: int = Field(1000, ge=1, description="workflows the worker keeps in memory (sticky cache)")
+    sticky_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long a cached transfer's next task waits for its worker before any worker "
+                                "takes it (after a crash: the delay of the first decision)")
     temporal_tls_cert: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
     temporal_tls_key: Path | None = Field(None, description="private key (PEM) of that certificate")
     temporal_tls_ca: Path | None = Field(None, description="CA (PEM) the server is verified with; unset: system roots")

@@ -90,6 +90,8 @@ async def run_worker(settings: Settings) -> None:
         readiness.worker = worker = build_worker(
             client, store, settings.task_queue,
             graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+            max_cached_workflows=settings.worker_cache_size,
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_timeout_seconds),
         )
         await _run_until_stopped(worker, stop, health, settings)
 

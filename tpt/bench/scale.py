@@ -36,7 +36,6 @@ from tpt.settings import Settings
 # opened), over the 10-minute budget of `tpt bench`: run `tpt bench scale --open 10000` for the target's size.
 DEFAULT_OPEN = 3000
 WINDOW = 100  # transfers submitted and still opening, at most
-MAX_CACHED_WORKFLOWS = 1000  # temporalio's default sticky cache, which `tpt worker` keeps
 _WAITING = "SELECT count(*) FROM transfers WHERE stage = 'ALLY_SIGNOFF'"  # the projection, with its audit row
 _SIGNED = "SELECT count(*) FROM audit_events WHERE transfer_id = $1 AND event_type = 'SIGN_OFF'"
 
@@ -70,6 +69,8 @@ class _Worker:
             "TPT_TEMPORAL_ADDRESS": s.temporal_address, "TPT_TEMPORAL_NAMESPACE": s.temporal_namespace,
             "TPT_TASK_QUEUE": s.task_queue, "TPT_DATABASE_URL": stack.db_url, "TPT_WORKER_DATABASE_URL": stack.db_url,
             "TPT_HEALTH_PORT": str(self.health), "TPT_LOG_LEVEL": "WARNING", "TPT_LOG_FORMAT": "json",
+            "TPT_WORKER_CACHE_SIZE": str(s.worker_cache_size),
+            "TPT_STICKY_TIMEOUT_SECONDS": str(s.sticky_timeout_seconds),
         }
         self.env.pop("TPT_METRICS_BIND", None)
         if s.codec_keys is not None:  # the stack's payload key, so the worker reads what the client wrote
@@ -164,7 +165,7 @@ async def measure(stack: Stack, n: int, where: Path, window: int = WINDOW) -> Sc
             await conn.close()
     finally:
         worker.stop()
-    return ScaleResult(n, stack.description, opened, idle, rss, peak, MAX_CACHED_WORKFLOWS,
+    return ScaleResult(n, stack.description, opened, idle, rss, peak, stack.settings.worker_cache_size,
                        ready_at - restarted, served - restarted, served - killed)
 
 
@@ -176,7 +177,7 @@ async def run_scale(settings: Settings, n: int) -> ScaleResult:
 
 def report(r: ScaleResult, echo: Callable[[str], None]) -> None:
     echo(f"scale: {r.open} transfers opened and left waiting for sign-off; worker: a separate `tpt worker` "
-         f"process (sticky cache {r.max_cached_workflows} workflows, the SDK default)")
+         f"process (sticky cache {r.max_cached_workflows} workflows, TPT_WORKER_CACHE_SIZE)")
     echo(f"stack: {r.stack}")
     echo("")
     rows = [(f"open all, ≤ {WINDOW} at once (→ waiting, audit row)", f"{r.open_seconds:.1f} s",

@@ -3,6 +3,7 @@ errors a person sees when a key is missing or wrong."""
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from pathlib import Path
@@ -164,9 +165,26 @@ def committed_history(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
 
 
-@pytest.mark.parametrize("path", sorted(REPLAY_DIR.glob("*.json")), ids=lambda p: p.stem)
+ENCRYPTED = base64.b64encode(b"binary/encrypted").decode()  # a payload's encoding, as history JSON spells it
+PLAIN_HISTORIES = [p for p in sorted(REPLAY_DIR.glob("*.json")) if ENCRYPTED not in p.read_text()]
+
+
+def test_the_plain_histories_are_the_ones_from_before_encryption() -> None:
+    assert {p.stem.split("-")[0] for p in PLAIN_HISTORIES} == {"v1", "v2"}
+
+
+@pytest.mark.parametrize("path", PLAIN_HISTORIES, ids=lambda p: p.stem)
 async def test_histories_recorded_before_encryption_replay_with_the_codec(path: Path) -> None:
     history = committed_history(path)
     replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(ring(("k1", fresh_key()))))
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None
+
+
+async def test_a_recorded_encrypted_history_does_not_replay_with_another_keyring() -> None:
+    """v3 on was recorded encrypted (tests/replay/record_histories.py): without its key the payloads stay sealed."""
+    path = REPLAY_DIR / "v3-full-path-transfer.json"
+    assert ENCRYPTED in path.read_text()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(ring(("k1", fresh_key()))))
+    with pytest.raises(RuntimeError, match="encrypted with codec key id 'replay', which is not in this process's"):
+        await replayer.replay_workflow(committed_history(path))

@@ -14,16 +14,15 @@ import base64
 import json
 from pathlib import Path
 
-import asyncpg
 from pydantic import SecretStr
 
+from tests.conftest import register_test_keys
 from tests.keys import TEST_KEYS
 from tests.workflow.conftest import example
 from tpt.bench.stack import in_process_workers, scratch_stack
 from tpt.client import TransferClient
 from tpt.demo import SimulatedParties
 from tpt.ids import backfill_id, shipment_id
-from tpt.keys import store
 from tpt.settings import Settings
 from tpt.stages import Stage
 
@@ -40,7 +39,7 @@ VERSION = "v3"
 
 async def record(settings: Settings, name: str, example_name: str) -> None:
     async with scratch_stack(settings) as stack, in_process_workers(stack):
-        await register_keys(stack.db_url)
+        await register_test_keys(stack.db_url)
         tpt = TransferClient(stack.client, stack.settings.task_queue, TEST_KEYS)
         request = example(example_name)
         await tpt.submit(request)
@@ -54,15 +53,6 @@ async def record(settings: Settings, name: str, example_name: str) -> None:
                                   ("backfill", backfill_id(request.transfer_id))):
             history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
             (HERE / f"{name}-{kind}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
-
-
-async def register_keys(db_url: str) -> None:
-    """The parties sign their decisions: their (this run's) keys go into the stack's signer registry."""
-    conn = await asyncpg.connect(db_url)
-    try:
-        await store.add_all(conn, TEST_KEYS.registrations(), added_by="record_histories")
-    finally:
-        await conn.close()
 
 
 async def main() -> None:

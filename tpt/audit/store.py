@@ -192,7 +192,7 @@ class AuditStore:
         self.pool = pool
         self._batch, self._head_cache_size = batch, head_cache_size
         self._pending: list[_Pending] = []
-        self._in_flight = 0  # 1 while the flusher runs
+        self._flushing = False  # while a flusher task runs: at most one at a time
         self._heads: OrderedDict[str, TransferRow] = OrderedDict()
         self._flushers: set[asyncio.Task[None]] = set()
 
@@ -258,8 +258,8 @@ class AuditStore:
     async def _submit(self, event: AuditEvent, row: TransferRow, head: TransferRow | None) -> _Outcome:
         item = _Pending(event, row, head, asyncio.get_running_loop().create_future())
         self._pending.append(item)
-        if not self._in_flight:
-            self._in_flight = 1
+        if not self._flushing:
+            self._flushing = True
             task = asyncio.get_running_loop().create_task(self._flush_pending())
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
@@ -289,7 +289,7 @@ class AuditStore:
                 item.done.cancel()
             raise
         finally:
-            self._in_flight = 0
+            self._flushing = False
 
     def _take(self, half: bool) -> list[_Pending]:
         """The next batch: one event per transfer (later ones wait their turn), at most BATCH."""
